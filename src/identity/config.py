@@ -1,0 +1,59 @@
+"""Settings from the environment, overridable by command-line flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from identity.crypto.hashing import Argon2Profile
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATABASE_URL = "sqlite:///identity.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment. See the README's configuration table."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    listen: str = DEFAULT_LISTEN
+    threads: int = 32
+    shutdown_grace_seconds: float = 10.0
+    max_request_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    argon2: Argon2Profile = field(default_factory=Argon2Profile)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``IDENTITY_*`` variables; unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        profile = defaults.argon2
+        return cls(
+            database_url=env.get("IDENTITY_DATABASE_URL", defaults.database_url),
+            listen=env.get("IDENTITY_LISTEN", defaults.listen),
+            threads=_int(env, "IDENTITY_THREADS", defaults.threads),
+            shutdown_grace_seconds=float(env.get("IDENTITY_SHUTDOWN_GRACE", defaults.shutdown_grace_seconds)),
+            max_request_bytes=_int(env, "IDENTITY_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            log_level=env.get("IDENTITY_LOG_LEVEL", defaults.log_level).upper(),
+            argon2=Argon2Profile(
+                memory_kib=_int(env, "IDENTITY_ARGON2_MEMORY_KIB", profile.memory_kib),
+                time_cost=_int(env, "IDENTITY_ARGON2_TIME_COST", profile.time_cost),
+                parallelism=_int(env, "IDENTITY_ARGON2_PARALLELISM", profile.parallelism),
+            ),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields changed; None values are ignored (flags not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None

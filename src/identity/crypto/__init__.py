@@ -1,0 +1,1 @@
+"""Key format, secret hashing and (later) signing keys."""

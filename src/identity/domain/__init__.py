@@ -1,0 +1,1 @@
+"""Plain data and rules of the identity service; no database and no transport here."""

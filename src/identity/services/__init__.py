@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: proto to domain, one use case, domain to proto."""

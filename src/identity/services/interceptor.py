@@ -1,0 +1,206 @@
+"""The one door every identity.v1 RPC passes.
+
+Caller authentication by the rule table, error mapping to status + ErrorInfo, audit of refused
+admin actions, and one log line per RPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import Message
+
+from identity.authz import Authenticator, require_scope
+from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
+from identity.domain.model import AuditOutcome, RequestInfo
+from identity.services.errors import to_status
+from identity.services.rules import RULES, Rule
+
+log = logging.getLogger("identity.rpc")
+
+_REQUEST: ContextVar[RequestInfo] = ContextVar("identity_request")
+IDENTITY_PREFIX = "/identity.v1."
+_TARGET_FIELDS = ("key_id", "id", "principal_id", "org_id")
+
+AuditFailure = Callable[[RequestInfo, str, str, AuditOutcome, str], None]
+
+
+def current_request() -> RequestInfo:
+    """The authenticated request being served (set by the interceptor for authenticated RPCs)."""
+    return _REQUEST.get()
+
+
+def credential_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The caller credential: ``authorization: Bearer <x>`` or ``x-api-key: <x>``."""
+    values = {k.lower(): v for k, v in metadata or () if isinstance(v, str)}
+    authorization = values.get("authorization")
+    if authorization is not None:
+        scheme, _, credential = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise IdentityError(
+                Reason.MISSING_AUTHORIZATION, "authorization metadata must be 'Bearer <credential>'"
+            )
+        return credential.strip()
+    return values.get("x-api-key") or None
+
+
+def peer_ip(peer: str) -> str:
+    """The IP address in a gRPC peer string such as ``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]")
+    return ""
+
+
+def _target(request: Message) -> str:
+    for name in _TARGET_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            return value
+    for field, value in request.ListFields():
+        if field.message_type is not None and hasattr(value, "id"):
+            return str(value.id)
+    return ""
+
+
+class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each identity.v1 handler with authentication, error mapping, audit and logging."""
+
+    def __init__(self, authenticator: Authenticator, audit_failure: AuditFailure) -> None:
+        """Authenticate with ``authenticator``; record refused admin actions with ``audit_failure``."""
+        self._authenticator = authenticator
+        self._audit_failure = audit_failure
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        """Return the wrapped handler for an identity.v1 method; other services pass through."""
+        handler = continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(IDENTITY_PREFIX):
+            return handler
+        rule = RULES.get(method)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, rule, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, rule, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, method: str, rule: Rule | None, behavior: Any) -> Any:
+        def serve(request: Message, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            info: RequestInfo | None = None
+            try:
+                info = self._authenticate(rule, context)
+                if info is not None and rule is not None and rule.scope is not None:
+                    require_scope(info.caller, rule.scope)
+                token = _REQUEST.set(info) if info else None
+                try:
+                    response = behavior(request, context)
+                finally:
+                    if token is not None:
+                        _REQUEST.reset(token)
+            except Exception as exc:
+                self._fail(method, rule, info, request, context, exc, started)
+            self._log(method, "OK", "", info, context, started)
+            return response
+
+        return serve
+
+    def _stream(self, method: str, rule: Rule | None, behavior: Any) -> Any:
+        def serve(request: Message, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            info: RequestInfo | None = None
+            try:
+                info = self._authenticate(rule, context)
+                if info is not None and rule is not None and rule.scope is not None:
+                    require_scope(info.caller, rule.scope)
+                token = _REQUEST.set(info) if info else None
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    if token is not None:
+                        _REQUEST.reset(token)
+            except Exception as exc:
+                self._fail(method, rule, info, request, context, exc, started)
+            self._log(method, "OK", "", info, context, started)
+
+        return serve
+
+    def _authenticate(self, rule: Rule | None, context: grpc.ServicerContext) -> RequestInfo | None:
+        if rule is None:
+            raise IdentityError(Reason.INTERNAL, "this RPC has no declared auth requirement")
+        if not rule.authenticated:
+            return None
+        peer = context.peer()
+        metadata = context.invocation_metadata()
+        caller = self._authenticator.authenticate(credential_from(metadata), peer_ip(peer))
+        user_agent = next((v for k, v in metadata or () if k == "user-agent" and isinstance(v, str)), "")
+        return RequestInfo(caller, peer=peer, user_agent=user_agent)
+
+    def _fail(
+        self,
+        method: str,
+        rule: Rule | None,
+        info: RequestInfo | None,
+        request: Message,
+        context: grpc.ServicerContext,
+        exc: Exception,
+        started: float,
+    ) -> NoReturn:
+        if isinstance(exc, IdentityError):
+            error = exc
+        elif isinstance(exc, NotImplementedError):
+            error = IdentityError(Reason.UNIMPLEMENTED, f"{method} is not served by this version")
+        else:
+            log.exception("unexpected failure in %s", method)
+            error = IdentityError(Reason.INTERNAL, "internal error")
+        if info is not None and rule is not None:
+            self._record(rule, info, _target(request), error)
+        self._log(method, error.status, error.reason.value, info, context, started)
+        context.abort_with_status(to_status(error))
+        raise AssertionError("abort_with_status returns only by raising")
+
+    def _record(self, rule: Rule, info: RequestInfo, target: str, error: IdentityError) -> None:
+        if rule.action is None:
+            return
+        denied = STATUS_OF_REASON[error.reason] == "PERMISSION_DENIED"
+        outcome = AuditOutcome.DENIED if denied else AuditOutcome.FAILURE
+        try:
+            self._audit_failure(info, rule.action, target, outcome, error.reason.value)
+        except IdentityError:
+            log.warning("could not audit a refused %s: the database is unavailable", rule.action)
+
+    @staticmethod
+    def _log(
+        method: str,
+        code: str,
+        reason: str,
+        info: RequestInfo | None,
+        context: grpc.ServicerContext,
+        started: float,
+    ) -> None:
+        caller = info.caller if info else None
+        log.info(
+            "rpc method=%s code=%s reason=%s duration_ms=%.1f peer=%s principal=%s key=%s",
+            method,
+            code,
+            reason,
+            (time.perf_counter() - started) * 1000,
+            context.peer(),
+            caller.principal_id if caller else "",
+            caller.key_id if caller else "",
+        )
