@@ -1,0 +1,108 @@
+"""Shared fixtures: a database per test on SQLite and (when configured) PostgreSQL, and a real
+server on port 0 with a bootstrapped platform key."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from identity.app.bootstrap import bootstrap
+from identity.config import Settings
+from identity.crypto.hashing import Argon2Profile, SecretHasher
+from identity.server import IdentityServer, build_server
+from identity.store.database import Database
+from tests.helpers import Admin
+
+PG_ENV = "IDENTITY_TEST_DATABASE_URL"
+# A cheaper argon2id profile keeps the suite fast; the production default is covered in unit tests.
+TEST_ARGON2 = Argon2Profile(memory_kib=8 * 1024, time_cost=1, parallelism=1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a uniquely named PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'identity.db'}"
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: PostgreSQL variant skipped")
+    name = f"identity_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def hasher() -> SecretHasher:
+    """The test argon2id hasher."""
+    return SecretHasher(TEST_ARGON2)
+
+
+@dataclass
+class Harness:
+    """A running server, a channel to it, and the bootstrapped platform credential."""
+
+    server: IdentityServer
+    port: int
+    channel: grpc.Channel
+    platform_key: str
+    platform_org_id: str
+    platform_principal_id: str
+    db: Database
+
+    @property
+    def address(self) -> str:
+        """host:port of the server."""
+        return f"127.0.0.1:{self.port}"
+
+    def admin(self, api_key: str | None = None) -> Admin:
+        """Stubs that call as ``api_key`` (the platform key by default)."""
+        return Admin(self.channel, self.platform_key if api_key is None else api_key)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings for a test server on the test database."""
+    return Settings(
+        database_url=database_url, listen="127.0.0.1:0", argon2=TEST_ARGON2, shutdown_grace_seconds=1
+    )
+
+
+@pytest.fixture
+def harness(settings: Settings) -> Iterator[Harness]:
+    """A real server on port 0 over a fresh database, with a platform key."""
+    server, port = build_server(settings)
+    server.db.migrate()
+    issued = bootstrap(server.db, SecretHasher(settings.argon2))
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(
+            server, port, channel, issued.api_key, issued.key.org_id, issued.key.principal_id, server.db
+        )
+    finally:
+        channel.close()
+        server.stop(0)

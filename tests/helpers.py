@@ -1,0 +1,127 @@
+"""Test helpers: stubs bound to a credential, and readers of rich error details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from identity.v1 import (
+    audit_service_pb2_grpc,
+    authorization_service_pb2_grpc,
+    common_pb2,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    organization_service_pb2,
+    organization_service_pb2_grpc,
+    principal_service_pb2,
+    principal_service_pb2_grpc,
+)
+
+
+def auth(api_key: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying ``api_key`` as a Bearer credential."""
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+@dataclass
+class ErrorDetails:
+    """What a failed RPC said: code, ErrorInfo reason and domain, and BadRequest fields."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    domain: str
+    fields: list[str]
+    error_infos: int
+
+
+def details_of(error: grpc.RpcError) -> ErrorDetails:
+    """Decode the rich status of a failed call."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no rich status on {error}"
+    reason, domain, fields, infos = "", "", [], 0
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain, infos = info.reason, info.domain, infos + 1
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return ErrorDetails(error.code(), status.message, reason, domain, fields, infos)
+
+
+def expect_error(call: Callable[[], Any], code: grpc.StatusCode, reason: str) -> ErrorDetails:
+    """Run ``call``, assert it fails with ``code`` and exactly one ErrorInfo ``reason``, return the details."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        details = details_of(error)
+    else:
+        raise AssertionError(f"expected {code.name} {reason}, the call succeeded")
+    assert (details.code, details.reason) == (code, reason), details
+    assert details.domain == "identity" and details.error_infos == 1, details
+    return details
+
+
+class Admin:
+    """Stubs for every admin service, calling with one credential."""
+
+    def __init__(self, channel: grpc.Channel, api_key: str) -> None:
+        self.api_key = api_key
+        self.metadata = auth(api_key) if api_key else ()
+        self.orgs = organization_service_pb2_grpc.OrganizationServiceStub(channel)
+        self.principals = principal_service_pb2_grpc.PrincipalServiceStub(channel)
+        self.keys = key_service_pb2_grpc.KeyServiceStub(channel)
+        self.audit = audit_service_pb2_grpc.AuditServiceStub(channel)
+        self.authz = authorization_service_pb2_grpc.AuthorizationServiceStub(channel)
+
+    def create_org(self, name: str = "Acme", **policy: Any) -> organization_service_pb2.Organization:
+        """Create an organization with an optional key policy."""
+        request = organization_service_pb2.CreateOrganizationRequest(
+            display_name=name, key_policy=organization_service_pb2.KeyPolicy(**policy)
+        )
+        return self.orgs.CreateOrganization(request, metadata=self.metadata).organization
+
+    def create_principal(
+        self,
+        org_id: str,
+        kind: int = principal_service_pb2.PRINCIPAL_KIND_SERVICE_ACCOUNT,
+        name: str = "robot",
+    ) -> principal_service_pb2.Principal:
+        """Create a principal (a service account by default)."""
+        request = principal_service_pb2.CreatePrincipalRequest(org_id=org_id, kind=kind, display_name=name)
+        return self.principals.CreatePrincipal(request, metadata=self.metadata).principal
+
+    def create_key(
+        self,
+        org_id: str,
+        principal_id: str,
+        scopes: list[str],
+        resources: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        **fields: Any,
+    ) -> key_service_pb2.CreateKeyResponse:
+        """Create a key; ``fields`` are other CreateKeyRequest fields."""
+        fields.setdefault("display_name", "test key")
+        request = key_service_pb2.CreateKeyRequest(
+            org_id=org_id,
+            principal_id=principal_id,
+            scopes=scopes,
+            resources=[common_pb2.ResourceRef(type=t, id=i) for t, i in resources],
+            **fields,
+        )
+        response: key_service_pb2.CreateKeyResponse = self.keys.CreateKey(request, metadata=self.metadata)
+        return response
+
+    def tenant_admin(self, scopes: list[str] | None = None, **policy: Any) -> tuple[str, str, str]:
+        """A new organization with a service account holding an admin key: (org_id, principal_id, api_key)."""
+        org = self.create_org(**policy)
+        account = self.create_principal(org.id)
+        wanted = scopes if scopes is not None else ["admin:apikeys", "admin:users", "read:audit"]
+        return org.id, account.id, self.create_key(org.id, account.id, wanted).api_key
