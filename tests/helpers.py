@@ -92,7 +92,7 @@ class Admin:
     def create_principal(
         self,
         org_id: str,
-        kind: int = principal_service_pb2.PRINCIPAL_KIND_SERVICE_ACCOUNT,
+        kind: principal_service_pb2.PrincipalKind.ValueType = principal_service_pb2.PRINCIPAL_KIND_SERVICE_ACCOUNT,
         name: str = "robot",
     ) -> principal_service_pb2.Principal:
         """Create a principal (a service account by default)."""

@@ -9,20 +9,6 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from identity.v1 import (
-    audit_service_pb2,
-    audit_service_pb2_grpc,
-    authorization_service_pb2,
-    authorization_service_pb2_grpc,
-    key_service_pb2,
-    key_service_pb2_grpc,
-    organization_service_pb2,
-    organization_service_pb2_grpc,
-    principal_service_pb2,
-    principal_service_pb2_grpc,
-    token_service_pb2,
-    token_service_pb2_grpc,
-)
 
 from identity.app.audit import AuditLog
 from identity.app.keys import Keys
@@ -38,6 +24,20 @@ from identity.services.keys import KeyServicer
 from identity.services.organizations import OrganizationServicer
 from identity.services.principals import PrincipalServicer
 from identity.store.database import Database
+from identity.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    authorization_service_pb2,
+    authorization_service_pb2_grpc,
+    key_service_pb2,
+    key_service_pb2_grpc,
+    organization_service_pb2,
+    organization_service_pb2_grpc,
+    principal_service_pb2,
+    principal_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 

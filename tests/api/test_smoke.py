@@ -11,7 +11,7 @@ def test_whoami_reports_the_platform_caller(harness: Harness) -> None:
 
 
 def test_tenant_admin_can_create_a_key(harness: Harness) -> None:
-    org_id, principal_id, key = harness.admin().tenant_admin()
+    org_id, _, key = harness.admin().tenant_admin()
     tenant = harness.admin(key)
     user = tenant.create_principal(org_id, name="alice")
     assert user.org_id == org_id

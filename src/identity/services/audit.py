@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from identity.v1 import audit_service_pb2 as pb
-from identity.v1 import audit_service_pb2_grpc as pb_grpc
 
 from identity.app.audit import AuditLog
 from identity.services.convert import AUDIT_OUTCOMES, audit_message, from_proto_enum, to_datetime
 from identity.services.interceptor import current_request
 from identity.store.repository import AuditFilter
+from identity.v1 import audit_service_pb2 as pb
+from identity.v1 import audit_service_pb2_grpc as pb_grpc
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import grpc
-from identity.v1 import authorization_service_pb2 as pb
-from identity.v1 import authorization_service_pb2_grpc as pb_grpc
 
 from identity.services.convert import timestamp
 from identity.services.interceptor import current_request
+from identity.v1 import authorization_service_pb2 as pb
+from identity.v1 import authorization_service_pb2_grpc as pb_grpc
 
 
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):

@@ -8,13 +8,6 @@ from typing import TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from identity.v1 import (
-    audit_service_pb2,
-    common_pb2,
-    key_service_pb2,
-    organization_service_pb2,
-    principal_service_pb2,
-)
 
 from identity.domain.model import (
     AuditEvent,
@@ -30,6 +23,13 @@ from identity.domain.model import (
     PrincipalKind,
     PrincipalState,
     ResourceRef,
+)
+from identity.v1 import (
+    audit_service_pb2,
+    common_pb2,
+    key_service_pb2,
+    organization_service_pb2,
+    principal_service_pb2,
 )
 
 E = TypeVar("E")

@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from identity.v1 import key_service_pb2 as pb
-from identity.v1 import key_service_pb2_grpc as pb_grpc
 
 from identity.app.common import utcnow
 from identity.app.keys import Keys, KeySpec
@@ -26,6 +24,8 @@ from identity.services.convert import (
 )
 from identity.services.interceptor import current_request
 from identity.services.masks import mask_paths
+from identity.v1 import key_service_pb2 as pb
+from identity.v1 import key_service_pb2_grpc as pb_grpc
 
 WATCH_POLL_SECONDS = 0.5
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from identity.v1 import organization_service_pb2 as pb
-from identity.v1 import organization_service_pb2_grpc as pb_grpc
 
 from identity.app.organizations import Organizations
 from identity.domain.errors import invalid
@@ -14,6 +12,8 @@ from identity.domain.model import KeyPolicy
 from identity.services.convert import ORG_STATES, from_proto_enum, organization_message, policy_fields
 from identity.services.interceptor import current_request
 from identity.services.masks import mask_paths
+from identity.v1 import organization_service_pb2 as pb
+from identity.v1 import organization_service_pb2_grpc as pb_grpc
 
 _POLICY_FIELDS = tuple(f.name for f in pb.KeyPolicy.DESCRIPTOR.fields)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from identity.v1 import principal_service_pb2 as pb
-from identity.v1 import principal_service_pb2_grpc as pb_grpc
 
 from identity.app.principals import Principals
 from identity.domain.errors import invalid
 from identity.services.convert import PRINCIPAL_KINDS, PRINCIPAL_STATES, from_proto_enum, principal_message
 from identity.services.interceptor import current_request
 from identity.services.masks import mask_paths
+from identity.v1 import principal_service_pb2 as pb
+from identity.v1 import principal_service_pb2_grpc as pb_grpc
 
 
 class PrincipalServicer(pb_grpc.PrincipalServiceServicer):
