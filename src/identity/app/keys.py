@@ -103,6 +103,8 @@ class Keys:
             problems.add("environment", "must be live or test")
         _check_grants(problems, "", spec.scopes, spec.resources, spec.allowed_cidrs)
         problems.raise_if_any()
+        if not info.caller.may_act_in(spec.org_id):
+            raise not_found("organization", spec.org_id)
         kind = spec.kind or KeyKind.SECRET
         check_kind_scopes(kind, spec.scopes)
         check_no_escalation(info.caller, spec.scopes, spec.resources)
