@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from identity.v1 import authorization_service_pb2
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from identity.v1 import authorization_service_pb2, token_service_pb2, token_service_pb2_grpc
 from tests.conftest import Harness
+from tests.helpers import expect_error
 
 
 def test_whoami_reports_the_platform_caller(harness: Harness) -> None:
@@ -17,3 +21,19 @@ def test_tenant_admin_can_create_a_key(harness: Harness) -> None:
     assert user.org_id == org_id
     created = tenant.create_key(org_id, user.id, ["admin:apikeys"])
     assert created.api_key.startswith("idk_live_") and created.key.last4 == created.api_key[-4:]
+
+
+def test_token_rpcs_answer_unimplemented_with_error_info(harness: Harness) -> None:
+    tokens = token_service_pb2_grpc.TokenServiceStub(harness.channel)
+    expect_error(
+        lambda: tokens.ExchangeApiKey(token_service_pb2.ExchangeApiKeyRequest(api_key=harness.platform_key)),
+        grpc.StatusCode.UNIMPLEMENTED,
+        "UNIMPLEMENTED",
+    )
+
+
+def test_health_reports_serving(harness: Harness) -> None:
+    health = health_pb2_grpc.HealthStub(harness.channel)
+    for service in ("", "identity.v1.KeyService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
