@@ -3,7 +3,9 @@ server on port 0 with a bootstrapped platform key."""
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from tests.helpers import Admin
 PG_ENV = "IDENTITY_TEST_DATABASE_URL"
 # A cheaper argon2id profile keeps the suite fast; the production default is covered in unit tests.
 TEST_ARGON2 = Argon2Profile(memory_kib=8 * 1024, time_cost=1, parallelism=1)
+# Tests never touch a key-encryption key file in the working tree.
+TEST_KEK = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -87,7 +91,11 @@ class Harness:
 def settings(database_url: str) -> Settings:
     """Settings for a test server on the test database."""
     return Settings(
-        database_url=database_url, listen="127.0.0.1:0", argon2=TEST_ARGON2, shutdown_grace_seconds=1
+        database_url=database_url,
+        listen="127.0.0.1:0",
+        argon2=TEST_ARGON2,
+        shutdown_grace_seconds=1,
+        kek=TEST_KEK,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
 
 from identity.v1 import (
     audit_service_pb2_grpc,
@@ -125,3 +128,34 @@ class Admin:
         account = self.create_principal(org.id)
         wanted = scopes if scopes is not None else ["admin:apikeys", "admin:users", "read:audit"]
         return org.id, account.id, self.create_key(org.id, account.id, wanted).api_key
+
+
+# Tables whose contents a refused request must leave exactly as they were (audit rows may be added).
+BUSINESS_TABLES = ("organizations", "principals", "api_keys", "key_changes", "create_key_requests")
+
+
+def table_rows(engine: Engine, tables: tuple[str, ...] = BUSINESS_TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of each of ``tables``, in a stable order, as plain tuples."""
+    with engine.connect() as connection:
+        return {
+            table: sorted(
+                (tuple(row) for row in connection.execute(text(f"SELECT * FROM {table}"))), key=repr
+            )
+            for table in tables
+        }
+
+
+def stored_values(engine: Engine) -> list[tuple[str, str, str]]:
+    """``(table, column, value)`` for every non-null value of every table, as text (JSON dumped)."""
+    found: list[tuple[str, str, str]] = []
+    with engine.connect() as connection:
+        for table in inspect(connection).get_table_names():
+            result = connection.execute(text(f'SELECT * FROM "{table}"'))
+            columns = list(result.keys())
+            for row in result:
+                for column, value in zip(columns, row, strict=True):
+                    if value is None:
+                        continue
+                    shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+                    found.append((table, column, shown))
+    return found

@@ -1,8 +1,9 @@
 """Who is calling: resolves a presented credential to a :class:`Caller`, or says why not.
 
-One resolver serves every door that reads a caller credential (the admin interceptor today;
-Check and Envoy's ext_authz judge with the same rules). API keys are verified against their
-argon2id hash; JWT callers slot in beside them in :meth:`Authenticator.authenticate`.
+One resolver serves every door that reads a credential: the admin interceptor, token exchange,
+introspection and (with the checks issue) Check and Envoy's ext_authz. API keys are verified
+against their argon2id hash; JWTs against the published signing keys and the live state of the
+key that minted them, so revoking a key stops its tokens at once.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from identity.crypto import apikeys
 from identity.crypto.hashing import SecretHasher
 from identity.domain.decisions import CredentialFacts, credential_denial, permission_denial
 from identity.domain.errors import IdentityError, Reason
-from identity.domain.model import Caller
+from identity.domain.model import Caller, KeyState
 from identity.store.database import Database
 from identity.store.repository import KeySecrets, Repository
+from identity.store.tokens import TokenRepository
+from identity.tokens import TokenClaims, TokenCodec, invalid_token, looks_like_jwt
 
 INVALID_KEY_MESSAGE = "the API key is invalid"
 
@@ -26,33 +29,41 @@ def invalid_api_key() -> IdentityError:
 
 
 class Authenticator:
-    """Verifies credentials against the database."""
+    """Verifies API keys and tokens against the database."""
 
-    def __init__(self, db: Database, hasher: SecretHasher) -> None:
-        """Use ``db`` for key lookups and ``hasher`` for secret checks."""
+    def __init__(self, db: Database, hasher: SecretHasher, codec: TokenCodec) -> None:
+        """Use ``db`` for lookups, ``hasher`` for secrets, ``codec`` for tokens."""
         self._db = db
         self._hasher = hasher
+        self.codec = codec
 
     def authenticate(self, credential: str | None, client_ip: str | None) -> Caller:
-        """Resolve a credential to its caller, or raise with the API.md reason."""
+        """Resolve a caller credential (API key or JWT) to its caller, or raise with the API.md reason."""
         if not credential:
             raise IdentityError(
                 Reason.MISSING_AUTHORIZATION,
                 "no credential: send 'authorization: Bearer <key>' or 'x-api-key'",
             )
-        facts = self.verify_api_key(credential)
+        expire_time: datetime | None
+        if looks_like_jwt(credential):
+            claims = self.codec.verify(credential)
+            facts = self.token_facts(claims)
+            scopes, expire_time, kind = claims.scopes, claims.expire_time, "jwt"
+        else:
+            facts = self.verify_api_key(credential)
+            scopes, expire_time, kind = facts.key.scopes, facts.key.expire_time, "api_key"
         denial = credential_denial(facts, datetime.now(UTC), client_ip)
         if denial is not None:
             raise denial
-        key = facts.key
         return Caller(
-            principal_id=key.principal_id,
-            org_id=key.org_id,
-            key_id=key.id,
-            scopes=key.scopes,
-            resources=key.resources,
-            platform=facts.organization.is_platform and "*" in key.scopes,
-            credential_expire_time=key.expire_time,
+            principal_id=facts.principal.id,
+            org_id=facts.key.org_id,
+            key_id=facts.key.id,
+            scopes=scopes,
+            resources=facts.key.resources,
+            platform=facts.organization.is_platform and "*" in scopes,
+            credential_type=kind,
+            credential_expire_time=expire_time,
         )
 
     def verify_api_key(self, plaintext: str) -> CredentialFacts:
@@ -61,32 +72,63 @@ class Authenticator:
         if parsed is None:
             raise invalid_api_key()
         with self._db.read() as session:
-            repo = Repository(session)
-            found = repo.key_by_lookup(parsed.lookup)
-            org = repo.get_organization(found[0].org_id) if found else None
-            principal = repo.get_principal(found[0].principal_id) if found else None
+            found = Repository(session).credential_by_lookup(parsed.lookup)
         # The hash work runs for unknown keys too, so timing does not tell them apart.
-        secrets = found[1] if found else None
-        verified = self._matches(secrets, parsed.secret)
-        if not verified or found is None or org is None or principal is None:
+        version = self._matching_version(found[1] if found else None, parsed.secret)
+        if version is None or found is None:
             raise invalid_api_key()
-        key = found[0]
+        key, _, org, principal = found
         if key.prefix != parsed.prefix:
             raise invalid_api_key()
-        return CredentialFacts(key, org, principal)
+        return CredentialFacts(key, org, principal, version)
 
-    def _matches(self, secrets: KeySecrets | None, secret: str) -> bool:
+    def verify_password(self, principal_id: str, password: str) -> bool:
+        """Whether ``password`` is the password of service account ``principal_id`` (constant work)."""
+        with self._db.read() as session:
+            stored = Repository(session).password_hash(principal_id)
+        return self._hasher.verify(stored, password)
+
+    def token_facts(self, claims: TokenClaims) -> CredentialFacts:
+        """The live state behind a verified token; INVALID_TOKEN when it was revoked or outlived its key."""
+        now = datetime.now(UTC)
+        with self._db.read() as session:
+            repo = Repository(session)
+            revoked = TokenRepository(session).is_revoked(claims.jti)
+            found = repo.key_with_secrets(claims.key_id)
+            org = repo.get_organization(claims.org_id)
+            principal = repo.get_principal(claims.subject)
+        if revoked or found is None or org is None or principal is None:
+            raise invalid_token()
+        key, secrets = found
+        if key.state(now) is not KeyState.ACTIVE or key.org_id != org.id or principal.org_id != org.id:
+            raise invalid_token()
+        if not _version_current(claims.key_version, secrets, now):
+            raise invalid_token("the token's key was rotated since it was minted")
+        return CredentialFacts(key, org, principal, claims.key_version)
+
+    def _matching_version(self, secrets: KeySecrets | None, secret: str) -> int | None:
         if secrets is None:
-            return self._hasher.verify(None, secret)
+            self._hasher.verify(None, secret)
+            return None
         if self._hasher.verify(secrets.secret_hash, secret):
-            return True
+            return secrets.version
         grace_until = secrets.previous_secret_expire_time
-        return (
+        if (
             secrets.previous_secret_hash is not None
             and grace_until is not None
             and grace_until > datetime.now(UTC)
             and self._hasher.verify(secrets.previous_secret_hash, secret)
-        )
+        ):
+            return secrets.version - 1
+        return None
+
+
+def _version_current(version: int, secrets: KeySecrets, now: datetime) -> bool:
+    """A token minted by the previous secret lives only as long as that secret's grace."""
+    if version == secrets.version:
+        return True
+    grace_until = secrets.previous_secret_expire_time
+    return version == secrets.version - 1 and grace_until is not None and grace_until > now
 
 
 def require_scope(caller: Caller, scope: str) -> None:

@@ -23,6 +23,11 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     log_level: str = "INFO"
     argon2: Argon2Profile = field(default_factory=Argon2Profile)
+    kek: str = ""
+    kek_file: str = "identity.kek"
+    token_issuer: str = "identity"
+    token_audiences: tuple[str, ...] = ("identity",)
+    signing_algorithm: str = "ES256"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -42,6 +47,11 @@ class Settings:
                 time_cost=_int(env, "IDENTITY_ARGON2_TIME_COST", profile.time_cost),
                 parallelism=_int(env, "IDENTITY_ARGON2_PARALLELISM", profile.parallelism),
             ),
+            kek=env.get("IDENTITY_KEK", defaults.kek),
+            kek_file=env.get("IDENTITY_KEK_FILE", defaults.kek_file),
+            token_issuer=env.get("IDENTITY_TOKEN_ISSUER", defaults.token_issuer),
+            token_audiences=_list(env, "IDENTITY_TOKEN_AUDIENCES", defaults.token_audiences),
+            signing_algorithm=env.get("IDENTITY_SIGNING_ALGORITHM", defaults.signing_algorithm),
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -57,3 +67,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if not items:
+        raise SystemExit(f"{name} must list at least one value")
+    return items

@@ -14,16 +14,20 @@ from identity.app.audit import AuditLog
 from identity.app.keys import Keys
 from identity.app.organizations import Organizations
 from identity.app.principals import Principals
+from identity.app.tokens import TokenExchange
 from identity.authz import Authenticator
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
+from identity.crypto.signing import load_kek
 from identity.services.audit import AuditServicer
 from identity.services.authorization import AuthorizationServicer
 from identity.services.interceptor import IdentityInterceptor
 from identity.services.keys import KeyServicer
 from identity.services.organizations import OrganizationServicer
 from identity.services.principals import PrincipalServicer
+from identity.services.tokens import TokenServicer
 from identity.store.database import Database
+from identity.tokens import Keyring, TokenCodec
 from identity.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -64,9 +68,13 @@ class IdentityServer:
         hasher = SecretHasher(settings.argon2)
         self._stopping = threading.Event()
         audit = AuditLog(db)
+        keyring = Keyring(db, load_kek(settings.kek, settings.kek_file), settings.signing_algorithm)
+        authenticator = Authenticator(
+            db, hasher, TokenCodec(keyring, settings.token_issuer, settings.token_audiences)
+        )
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
-            interceptors=[IdentityInterceptor(Authenticator(db, hasher), audit.record_refusal)],
+            interceptors=[IdentityInterceptor(authenticator, audit.record_refusal)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.so_reuseport", 0),
@@ -83,10 +91,11 @@ class IdentityServer:
             KeyServicer(Keys(db, hasher), self._stopping), server
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit), server)
-        # Token exchange and Check arrive with their own issues; until then the generated base
-        # servicer answers UNIMPLEMENTED (the stubs mark its methods abstract, the runtime does not).
-        unimplemented_tokens = token_service_pb2_grpc.TokenServiceServicer()  # type: ignore[abstract]
-        token_service_pb2_grpc.add_TokenServiceServicer_to_server(unimplemented_tokens, server)
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(
+            TokenServicer(TokenExchange(db, authenticator, keyring)), server
+        )
+        # Check and BatchCheck arrive with their own issue; until then the generated base servicer
+        # answers UNIMPLEMENTED (the stubs mark those methods abstract, the runtime does not).
         authorization = AuthorizationServicer()  # type: ignore[abstract]
         authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(authorization, server)
         self.health = health.HealthServicer()

@@ -13,7 +13,7 @@ from identity.crypto import apikeys
 from identity.domain.model import KeyKind
 from identity.server import IdentityServer, build_server
 from identity.v1 import key_service_pb2
-from tests.conftest import TEST_ARGON2
+from tests.conftest import TEST_ARGON2, TEST_KEK
 from tests.helpers import Admin, expect_error
 
 # Nothing listens on port 1: every connection attempt is refused at once.
@@ -22,7 +22,7 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/identity"
 
 @pytest.fixture
 def server_without_database() -> Iterator[tuple[IdentityServer, int]]:
-    settings = Settings(database_url=UNREACHABLE, listen="127.0.0.1:0", argon2=TEST_ARGON2)
+    settings = Settings(database_url=UNREACHABLE, listen="127.0.0.1:0", argon2=TEST_ARGON2, kek=TEST_KEK)
     server, port = build_server(settings)
     server.start()
     yield server, port

@@ -3,7 +3,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity.v1 import authorization_service_pb2, token_service_pb2, token_service_pb2_grpc
+from identity.v1 import authorization_service_pb2, authorization_service_pb2_grpc
 from tests.conftest import Harness
 from tests.helpers import expect_error
 
@@ -23,10 +23,10 @@ def test_tenant_admin_can_create_a_key(harness: Harness) -> None:
     assert created.api_key.startswith("idk_live_") and created.key.last4 == created.api_key[-4:]
 
 
-def test_token_rpcs_answer_unimplemented_with_error_info(harness: Harness) -> None:
-    tokens = token_service_pb2_grpc.TokenServiceStub(harness.channel)
+def test_check_answers_unimplemented_with_error_info(harness: Harness) -> None:
+    checks = authorization_service_pb2_grpc.AuthorizationServiceStub(harness.channel)
     expect_error(
-        lambda: tokens.ExchangeApiKey(token_service_pb2.ExchangeApiKeyRequest(api_key=harness.platform_key)),
+        lambda: checks.Check(authorization_service_pb2.CheckRequest(credential=harness.platform_key)),
         grpc.StatusCode.UNIMPLEMENTED,
         "UNIMPLEMENTED",
     )

@@ -88,7 +88,8 @@ class OrganizationServiceServicer:
 
     def UpdateOrganization(self, request, context):
         """Changes the fields named in `update_mask`: `display_name`, `state`, `key_policy` (whole) or
-        `key_policy.<field>` (one policy field).
+        `key_policy.<field>` (one policy field; unset means its default). Only a platform credential
+        may change `state` or the key policy, so a tenant cannot lift its own limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,8 @@ class OrganizationServiceStub:
     """Lists the organizations the caller may see, oldest first."""
     UpdateOrganization: _grpc.UnaryUnaryMultiCallable[_organization_service_pb2.UpdateOrganizationRequest, _organization_service_pb2.UpdateOrganizationResponse]
     """Changes the fields named in `update_mask`: `display_name`, `state`, `key_policy` (whole) or
-    `key_policy.<field>` (one policy field).
+    `key_policy.<field>` (one policy field; unset means its default). Only a platform credential
+    may change `state` or the key policy, so a tenant cannot lift its own limits.
     """
 
 @_typing.type_check_only
@@ -63,7 +64,8 @@ class OrganizationServiceAsyncStub(OrganizationServiceStub):
     """Lists the organizations the caller may see, oldest first."""
     UpdateOrganization: _aio.UnaryUnaryMultiCallable[_organization_service_pb2.UpdateOrganizationRequest, _organization_service_pb2.UpdateOrganizationResponse]  # type: ignore[assignment]
     """Changes the fields named in `update_mask`: `display_name`, `state`, `key_policy` (whole) or
-    `key_policy.<field>` (one policy field).
+    `key_policy.<field>` (one policy field; unset means its default). Only a platform credential
+    may change `state` or the key policy, so a tenant cannot lift its own limits.
     """
 
 class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -103,7 +105,8 @@ class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_organization_service_pb2.UpdateOrganizationResponse, _abc.Awaitable[_organization_service_pb2.UpdateOrganizationResponse]]:
         """Changes the fields named in `update_mask`: `display_name`, `state`, `key_policy` (whole) or
-        `key_policy.<field>` (one policy field).
+        `key_policy.<field>` (one policy field; unset means its default). Only a platform credential
+        may change `state` or the key policy, so a tenant cannot lift its own limits.
         """
 
 def add_OrganizationServiceServicer_to_server(servicer: OrganizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

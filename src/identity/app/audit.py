@@ -46,9 +46,9 @@ class AuditLog:
         return events, encode_token(events[-1].id, filters) if more else ""
 
     def record_refusal(
-        self, info: RequestInfo, action: str, target: str, outcome: AuditOutcome, reason: str
+        self, info: RequestInfo, action: str, target: str, org_id: str, outcome: AuditOutcome, reason: str
     ) -> None:
         """Audit an admin action that was refused or failed (its change, if any, rolled back)."""
-        event = audit_event(info, action, target, info.caller.org_id, outcome=outcome, reason=reason)
+        event = audit_event(info, action, target, org_id, outcome=outcome, reason=reason)
         with self._db.write() as session:
             Repository(session).add_audit_event(event)

@@ -67,6 +67,11 @@ class Organizations:
                 "organization.display_name", changes["display_name"], max_length=MAX_NAME, required=True
             )
         problems.raise_if_any()
+        if ("state" in changes or policy_changes) and not info.caller.platform:
+            # Quotas and activation are the platform's to set, or a tenant could lift its own limits.
+            raise IdentityError(
+                Reason.INSUFFICIENT_SCOPE, "only a platform credential may change state or key_policy"
+            )
         with self._db.write() as session:
             repo = Repository(session)
             org = visible_organization(repo, info.caller, org_id, "organization.id")

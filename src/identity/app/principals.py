@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from identity.app.common import audit_event, utcnow, visible_organization
@@ -78,12 +79,20 @@ class Principals:
         """An organization's principals, optionally filtered by kind and state."""
         size = validate_page_size(page_size)
         filters = [org_id, kind, state]
-        after = decode_token(page_token, filters, str) or ""
+        mark = decode_token(page_token, filters, list)
+        after = None
+        if mark is not None:
+            try:
+                after = (datetime.fromisoformat(mark[0]), str(mark[1]))
+            except (ValueError, TypeError, IndexError):
+                raise invalid("page_token", "is not a token returned by this list") from None
         with self._db.read() as session:
             repo = Repository(session)
             visible_organization(repo, info.caller, org_id)
             found, more = page(repo.list_principals(org_id, kind, state, after, size + 1), size)
-        return found, encode_token(found[-1].id, filters) if more else ""
+        if not more:
+            return found, ""
+        return found, encode_token([found[-1].create_time.isoformat(), found[-1].id], filters)
 
     def update(self, info: RequestInfo, principal_id: str, changes: dict[str, Any]) -> Principal:
         """Apply masked changes: ``display_name``, ``state``."""

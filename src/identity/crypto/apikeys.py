@@ -94,8 +94,3 @@ def parse(plaintext: str) -> ParsedKey | None:
     if not secrets.compare_digest(_checksum(plaintext[:-CHECKSUM_LENGTH]), checksum):
         return None
     return ParsedKey(_KINDS_BY_TAG[tag], environment, lookup, secret)
-
-
-def looks_like_api_key(credential: str) -> bool:
-    """Whether a credential is meant as an API key (rather than a JWT), judged by its tag."""
-    return credential.startswith(tuple(f"{tag}_" for tag in _KINDS_BY_TAG))

@@ -35,6 +35,6 @@ class SecretHasher:
     def verify(self, encoded: str | None, secret: str) -> bool:
         """Whether ``secret`` matches ``encoded``; with None, spend the same time and say no."""
         try:
-            return bool(self._hasher.verify(encoded or self._decoy, secret)) and encoded is not None
+            return bool(self._hasher.verify(encoded or self._decoy, secret)) and bool(encoded)
         except (VerificationError, InvalidHashError):
             return False

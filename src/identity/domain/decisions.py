@@ -32,6 +32,7 @@ class CredentialFacts:
     key: Key
     organization: Organization
     principal: Principal
+    secret_version: int = 1
 
 
 def ip_allowed(allowed_cidrs: Sequence[str], client_ip: str | None) -> bool:
@@ -52,8 +53,13 @@ def ip_allowed(allowed_cidrs: Sequence[str], client_ip: str | None) -> bool:
     return any(address in ipaddress.ip_network(cidr) for cidr in allowed_cidrs)
 
 
-def credential_denial(facts: CredentialFacts, now: datetime, client_ip: str | None) -> IdentityError | None:
-    """Why a verified key may not be used at all right now, or None."""
+def credential_denial(
+    facts: CredentialFacts, now: datetime, client_ip: str | None, *, check_ip: bool = True
+) -> IdentityError | None:
+    """Why a verified key may not be used at all right now, or None.
+
+    ``check_ip`` is False only where no client address applies (token introspection).
+    """
     state = facts.key.state(now)
     if state is KeyState.REVOKED:
         return IdentityError(Reason.REVOKED_API_KEY, "the API key was revoked")
@@ -63,7 +69,7 @@ def credential_denial(facts: CredentialFacts, now: datetime, client_ip: str | No
         return IdentityError(Reason.INACTIVE_ORGANIZATION, "the key's organization is inactive")
     if facts.principal.state is not PrincipalState.ACTIVE:
         return IdentityError(Reason.DISABLED_PRINCIPAL, "the key's principal is disabled")
-    if not ip_allowed(facts.key.allowed_cidrs, client_ip):
+    if check_ip and not ip_allowed(facts.key.allowed_cidrs, client_ip):
         return IdentityError(Reason.IP_RESTRICTED, "the client address is not allowed for this key")
     return None
 

@@ -45,7 +45,7 @@ class Violations:
             self.add(field, "is required")
         elif len(value) > max_length:
             self.add(field, f"longer than {max_length} characters")
-        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        elif any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
             self.add(field, "contains control characters")
 
     def ident(self, field: str, value: str, prefix: str | None = None) -> None:

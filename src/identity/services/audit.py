@@ -29,8 +29,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             principal_id=request.principal_id,
             action=request.action,
             outcome=from_proto_enum(AUDIT_OUTCOMES, request.outcome),
-            start_time=to_datetime(request.start_time) if request.HasField("start_time") else None,
-            end_time=to_datetime(request.end_time) if request.HasField("end_time") else None,
+            start_time=to_datetime(request.start_time, "start_time")
+            if request.HasField("start_time")
+            else None,
+            end_time=to_datetime(request.end_time, "end_time") if request.HasField("end_time") else None,
         )
         events, token = self._audit.list_page(current_request(), where, request.page_size, request.page_token)
         return pb.ListAuditEventsResponse(events=[audit_message(e) for e in events], next_page_token=token)

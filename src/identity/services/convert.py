@@ -9,6 +9,7 @@ from typing import TypeVar
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from identity.domain.errors import invalid
 from identity.domain.model import (
     AuditEvent,
     AuditOutcome,
@@ -87,14 +88,20 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def to_datetime(stamp: Timestamp) -> datetime:
-    """An aware UTC datetime from a Timestamp."""
-    return stamp.ToDatetime(tzinfo=UTC)
+def to_datetime(stamp: Timestamp, field: str) -> datetime:
+    """An aware UTC datetime from a Timestamp; one out of range is INVALID_ARGUMENT on ``field``."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise invalid(field, "is not a valid timestamp") from None
 
 
-def to_timedelta(duration: Duration) -> timedelta:
-    """A timedelta from a Duration."""
-    return duration.ToTimedelta()
+def to_timedelta(duration: Duration, field: str) -> timedelta:
+    """A timedelta from a Duration; one out of range is INVALID_ARGUMENT on ``field``."""
+    try:
+        return duration.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise invalid(field, "is not a valid duration") from None
 
 
 def policy_message(policy: KeyPolicy) -> organization_service_pb2.KeyPolicy:

@@ -27,7 +27,7 @@ _REQUEST: ContextVar[RequestInfo] = ContextVar("identity_request")
 IDENTITY_PREFIX = "/identity.v1."
 _TARGET_FIELDS = ("key_id", "id", "principal_id", "org_id")
 
-AuditFailure = Callable[[RequestInfo, str, str, AuditOutcome, str], None]
+AuditFailure = Callable[[RequestInfo, str, str, str, AuditOutcome, str], None]
 
 
 def current_request() -> RequestInfo:
@@ -37,8 +37,7 @@ def current_request() -> RequestInfo:
 
 def credential_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     """The caller credential: ``authorization: Bearer <x>`` or ``x-api-key: <x>``."""
-    values = {k.lower(): v for k, v in metadata or () if isinstance(v, str)}
-    authorization = values.get("authorization")
+    authorization = metadata_value(metadata, "authorization")
     if authorization is not None:
         scheme, _, credential = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
@@ -46,7 +45,12 @@ def credential_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str
                 Reason.MISSING_AUTHORIZATION, "authorization metadata must be 'Bearer <credential>'"
             )
         return credential.strip()
-    return values.get("x-api-key") or None
+    return metadata_value(metadata, "x-api-key") or None
+
+
+def metadata_value(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:
+    """The first text value of metadata key ``name`` (keys are lower-case in gRPC)."""
+    return next((v for k, v in metadata or () if k == name and isinstance(v, str)), None)
 
 
 def peer_ip(peer: str) -> str:
@@ -148,7 +152,7 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         peer = context.peer()
         metadata = context.invocation_metadata()
         caller = self._authenticator.authenticate(credential_from(metadata), peer_ip(peer))
-        user_agent = next((v for k, v in metadata or () if k == "user-agent" and isinstance(v, str)), "")
+        user_agent = metadata_value(metadata, "user-agent") or ""
         return RequestInfo(caller, peer=peer, user_agent=user_agent)
 
     def _fail(
@@ -169,18 +173,22 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             log.exception("unexpected failure in %s", method)
             error = IdentityError(Reason.INTERNAL, "internal error")
         if info is not None and rule is not None:
-            self._record(rule, info, _target(request), error)
+            self._record(rule, info, request, error)
         self._log(method, error.status, error.reason.value, info, context, started)
         context.abort_with_status(to_status(error))
         raise AssertionError("abort_with_status returns only by raising")
 
-    def _record(self, rule: Rule, info: RequestInfo, target: str, error: IdentityError) -> None:
+    def _record(self, rule: Rule, info: RequestInfo, request: Message, error: IdentityError) -> None:
         if rule.action is None:
             return
+        # File the refusal under the organization acted in, so its own auditors see it.
+        org_id = getattr(request, "org_id", "")
+        if not isinstance(org_id, str) or not org_id or not info.caller.may_act_in(org_id):
+            org_id = info.caller.org_id
         denied = STATUS_OF_REASON[error.reason] == "PERMISSION_DENIED"
         outcome = AuditOutcome.DENIED if denied else AuditOutcome.FAILURE
         try:
-            self._audit_failure(info, rule.action, target, outcome, error.reason.value)
+            self._audit_failure(info, rule.action, _target(request), org_id, outcome, error.reason.value)
         except IdentityError:
             log.warning("could not audit a refused %s: the database is unavailable", rule.action)
 

@@ -55,7 +55,9 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
             scopes=tuple(request.scopes),
             resources=resource_refs(request.resources),
             allowed_cidrs=tuple(request.allowed_cidrs),
-            expire_time=to_datetime(request.expire_time) if request.HasField("expire_time") else None,
+            expire_time=to_datetime(request.expire_time, "expire_time")
+            if request.HasField("expire_time")
+            else None,
             ttl_days=request.ttl_days,
             require_key_id=request.require_key_id,
             request_id=request.request_id,
@@ -98,7 +100,9 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
 
     def RotateKey(self, request: pb.RotateKeyRequest, context: grpc.ServicerContext) -> pb.RotateKeyResponse:
         """Give a key a new secret."""
-        issued = self._keys.rotate(current_request(), request.key_id, to_timedelta(request.grace_period))
+        issued = self._keys.rotate(
+            current_request(), request.key_id, to_timedelta(request.grace_period, "grace_period")
+        )
         return pb.RotateKeyResponse(key=key_message(issued.key, utcnow()), api_key=issued.api_key)
 
     def RevokeKey(self, request: pb.RevokeKeyRequest, context: grpc.ServicerContext) -> pb.RevokeKeyResponse:
@@ -118,7 +122,7 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
         keys, token = self._keys.expiring(
             current_request(),
             request.org_id,
-            to_timedelta(request.within),
+            to_timedelta(request.within, "within"),
             request.page_size,
             request.page_token,
         )

@@ -76,6 +76,8 @@ class OrganizationServicer(pb_grpc.OrganizationServiceServicer):
             policy |= policy_fields(message.key_policy)
         for name in _POLICY_FIELDS:
             if f"key_policy.{name}" in paths:
-                policy[name] = getattr(message.key_policy, name)
+                # A masked field left unset goes back to its default, as in a whole-policy update.
+                present = message.key_policy.HasField(name)  # type: ignore[arg-type]
+                policy[name] = getattr(message.key_policy if present else KeyPolicy(), name)
         org = self._organizations.update(current_request(), message.id, changes, policy)
         return pb.UpdateOrganizationResponse(organization=organization_message(org))

@@ -90,6 +90,7 @@ class ApiKeyRow(Base):
     allowed_cidrs: Mapped[list[str]] = mapped_column(JSON)
     require_key_id: Mapped[bool] = mapped_column(Boolean)
     secret_hash: Mapped[str] = mapped_column(Text)
+    secret_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     previous_secret_hash: Mapped[str | None] = mapped_column(Text)
     previous_secret_expire_time: Mapped[datetime | None]
     create_time: Mapped[datetime]
@@ -146,3 +147,27 @@ class AuditEventRow(Base):
     peer: Mapped[str] = mapped_column(String(128))
     user_agent: Mapped[str] = mapped_column(String(256))
     details: Mapped[dict[str, str]] = mapped_column(JSON)
+
+
+class SigningKeyRow(Base):
+    """A token signing key: public JWK in the clear, private key sealed under the KEK."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sealed_private_key: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime]
+    retire_time: Mapped[datetime | None]
+    publish_until: Mapped[datetime | None]
+
+
+class RevokedTokenRow(Base):
+    """A token revoked by its ``jti``; kept until the token would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expire_time: Mapped[datetime] = mapped_column(index=True)
+    revoke_time: Mapped[datetime]

@@ -39,11 +39,15 @@ from identity.store.models import (
 
 @dataclass(frozen=True)
 class KeySecrets:
-    """The hashes a presented secret may match: current, and previous during a rotation grace."""
+    """The hashes a presented secret may match: current, and previous during a rotation grace.
+
+    ``version`` counts rotations; tokens carry the version of the secret that minted them.
+    """
 
     secret_hash: str
     previous_secret_hash: str | None
     previous_secret_expire_time: datetime | None
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,11 @@ class Repository:
         row = self.session.scalars(query).first()
         return _principal(row) if row else None
 
+    def password_hash(self, principal_id: str) -> str | None:
+        """A service account's password hash, or None (no such principal, or no password)."""
+        row = self.session.get(PrincipalRow, principal_id)
+        return row.password_hash if row else None
+
     def set_password_hash(self, principal_id: str, password_hash: str, now: datetime) -> None:
         """Replace a principal's password hash."""
         row = self.session.get_one(PrincipalRow, principal_id)
@@ -131,15 +140,32 @@ class Repository:
         row.update_time = now
 
     def list_principals(
-        self, org_id: str, kind: PrincipalKind | None, state: PrincipalState | None, after_id: str, limit: int
+        self,
+        org_id: str,
+        kind: PrincipalKind | None,
+        state: PrincipalState | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
     ) -> list[Principal]:
-        """An organization's principals in id order after ``after_id``."""
-        query = select(PrincipalRow).where(PrincipalRow.org_id == org_id, PrincipalRow.id > after_id)
+        """An organization's principals oldest first, after the ``(create_time, id)`` mark.
+
+        Not plain id order: ids of users (``usr_``) and service accounts (``sa_``) differ in prefix.
+        """
+        query = select(PrincipalRow).where(PrincipalRow.org_id == org_id)
+        if after is not None:
+            mark_time, mark_id = after
+            query = query.where(
+                or_(
+                    PrincipalRow.create_time > mark_time,
+                    (PrincipalRow.create_time == mark_time) & (PrincipalRow.id > mark_id),
+                )
+            )
         if kind is not None:
             query = query.where(PrincipalRow.kind == kind.value)
         if state is not None:
             query = query.where(PrincipalRow.state == state.value)
-        return [_principal(r) for r in self.session.scalars(query.order_by(PrincipalRow.id).limit(limit))]
+        query = query.order_by(PrincipalRow.create_time, PrincipalRow.id).limit(limit)
+        return [_principal(r) for r in self.session.scalars(query)]
 
     # Keys
 
@@ -175,6 +201,7 @@ class Repository:
         row.previous_secret_hash = row.secret_hash if keep_previous_until else None
         row.previous_secret_expire_time = keep_previous_until
         row.secret_hash = secret_hash
+        row.secret_version += 1
         for name, value in _key_fields(key).items():
             setattr(row, name, value)
 
@@ -186,14 +213,23 @@ class Repository:
         row = self.session.scalars(query).first()
         return _key(row) if row else None
 
-    def key_by_lookup(self, lookup: str) -> tuple[Key, KeySecrets] | None:
-        """The key with this lookup handle and its secret hashes, in one indexed read."""
-        row = self.session.scalars(select(ApiKeyRow).where(ApiKeyRow.lookup == lookup)).first()
+    def credential_by_lookup(self, lookup: str) -> tuple[Key, KeySecrets, Organization, Principal] | None:
+        """Everything a key check needs, in one indexed, joined read (the same work found or not)."""
+        row = self.session.execute(
+            select(ApiKeyRow, OrganizationRow, PrincipalRow)
+            .join(OrganizationRow, OrganizationRow.id == ApiKeyRow.org_id)
+            .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
+            .where(ApiKeyRow.lookup == lookup)
+        ).first()
         if row is None:
             return None
-        return _key(row), KeySecrets(
-            row.secret_hash, row.previous_secret_hash, row.previous_secret_expire_time
-        )
+        key_row, org_row, principal_row = row
+        return _key(key_row), _secrets(key_row), _org(org_row), _principal(principal_row)
+
+    def key_with_secrets(self, key_id: str) -> tuple[Key, KeySecrets] | None:
+        """A key by id with its secret hashes and version."""
+        row = self.session.get(ApiKeyRow, key_id)
+        return (_key(row), _secrets(row)) if row else None
 
     def lookup_of(self, key_id: str) -> str:
         """A key's lookup handle (kept across rotations)."""
@@ -333,6 +369,12 @@ class Repository:
             query = query.where(AuditEventRow.time < where.end_time)
         rows = self.session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit))
         return [_audit(r) for r in rows]
+
+
+def _secrets(row: ApiKeyRow) -> KeySecrets:
+    return KeySecrets(
+        row.secret_hash, row.previous_secret_hash, row.previous_secret_expire_time, row.secret_version
+    )
 
 
 def _active(query: Select[Any], now: datetime) -> Select[Any]:
