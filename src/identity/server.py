@@ -7,6 +7,7 @@ import threading
 from concurrent import futures
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -16,11 +17,13 @@ from identity.app.organizations import Organizations
 from identity.app.principals import Principals
 from identity.app.tokens import TokenExchange
 from identity.authz import Authenticator
+from identity.checks import DecisionEngine
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
 from identity.crypto.signing import load_kek
 from identity.services.audit import AuditServicer
 from identity.services.authorization import AuthorizationServicer
+from identity.services.envoy import EnvoyAuthorizationServicer
 from identity.services.interceptor import IdentityInterceptor
 from identity.services.keys import KeyServicer
 from identity.services.organizations import OrganizationServicer
@@ -94,14 +97,16 @@ class IdentityServer:
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(TokenExchange(db, authenticator, keyring)), server
         )
-        # Check and BatchCheck arrive with their own issue; until then the generated base servicer
-        # answers UNIMPLEMENTED (the stubs mark those methods abstract, the runtime does not).
-        authorization = AuthorizationServicer()  # type: ignore[abstract]
-        authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(authorization, server)
+        engine = DecisionEngine(authenticator)
+        authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(
+            AuthorizationServicer(engine), server
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(EnvoyAuthorizationServicer(engine), server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        envoy_service = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (*SERVICE_NAMES, envoy_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self._monitor = threading.Thread(target=self._watch_database, name="health", daemon=True)
 

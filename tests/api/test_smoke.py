@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from identity.v1 import authorization_service_pb2, authorization_service_pb2_grpc
+from identity.v1 import authorization_service_pb2
 from tests.conftest import Harness
-from tests.helpers import expect_error
 
 
 def test_whoami_reports_the_platform_caller(harness: Harness) -> None:
@@ -21,15 +19,6 @@ def test_tenant_admin_can_create_a_key(harness: Harness) -> None:
     assert user.org_id == org_id
     created = tenant.create_key(org_id, user.id, ["admin:apikeys"])
     assert created.api_key.startswith("idk_live_") and created.key.last4 == created.api_key[-4:]
-
-
-def test_check_answers_unimplemented_with_error_info(harness: Harness) -> None:
-    checks = authorization_service_pb2_grpc.AuthorizationServiceStub(harness.channel)
-    expect_error(
-        lambda: checks.Check(authorization_service_pb2.CheckRequest(credential=harness.platform_key)),
-        grpc.StatusCode.UNIMPLEMENTED,
-        "UNIMPLEMENTED",
-    )
 
 
 def test_health_reports_serving(harness: Harness) -> None:

@@ -89,3 +89,19 @@ def permission_denial(
             Reason.RESOURCE_FORBIDDEN, f"resource {resource.type}/{resource.id} is not allowed"
         )
     return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to "may this credential do this to that resource?"; a denial is data, not an error."""
+
+    allowed: bool
+    reason: Reason
+    message: str
+    principal_id: str = ""
+    org_id: str = ""
+    key_id: str = ""
+    granted_scopes: tuple[str, ...] = ()
+    missing_permissions: tuple[str, ...] = ()
+    rate_tier: str = "standard"
+    credential_expire_time: datetime | None = None

@@ -1,17 +1,57 @@
-"""AuthorizationService: WhoAmI now; Check and BatchCheck arrive with the checks issue."""
+"""AuthorizationService: Check, BatchCheck and WhoAmI."""
 
 from __future__ import annotations
 
 import grpc
 
-from identity.services.convert import timestamp
+from identity.checks import CheckItem, DecisionEngine
+from identity.domain.decisions import Decision
+from identity.services.convert import resource_refs, timestamp
 from identity.services.interceptor import current_request
 from identity.v1 import authorization_service_pb2 as pb
 from identity.v1 import authorization_service_pb2_grpc as pb_grpc
+from identity.v1 import common_pb2
+
+
+def decision_message(decision: Decision) -> pb.CheckResponse:
+    """A CheckResponse for a decision."""
+    return pb.CheckResponse(
+        allowed=decision.allowed,
+        reason=common_pb2.DecisionReason.Value(f"DECISION_REASON_{decision.reason.value}"),
+        message=decision.message,
+        principal_id=decision.principal_id,
+        org_id=decision.org_id,
+        key_id=decision.key_id,
+        granted_scopes=decision.granted_scopes,
+        missing_permissions=decision.missing_permissions,
+        rate_tier=pb.RateTier.Value(f"RATE_TIER_{decision.rate_tier.upper()}"),
+        credential_expire_time=timestamp(decision.credential_expire_time),
+    )
+
+
+def _item(permissions: list[str], has_resource: bool, resource: common_pb2.ResourceRef) -> CheckItem:
+    return CheckItem(tuple(permissions), resource_refs([resource])[0] if has_resource else None)
 
 
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
-    """Serves AuthorizationService; Check and BatchCheck answer UNIMPLEMENTED until their issue."""
+    """Serves AuthorizationService over the decision engine."""
+
+    def __init__(self, engine: DecisionEngine) -> None:
+        """Judge with ``engine``."""
+        self._engine = engine
+
+    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+        """Judge one credential; a denial is an OK response with ``allowed`` false."""
+        item = _item(list(request.permissions), request.HasField("resource"), request.resource)
+        return decision_message(self._engine.check(request.credential, item, request.client_ip))
+
+    def BatchCheck(
+        self, request: pb.BatchCheckRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCheckResponse:
+        """Judge many items for one credential, in order."""
+        items = [_item(list(i.permissions), i.HasField("resource"), i.resource) for i in request.items]
+        decisions = self._engine.batch(request.credential, items, request.client_ip)
+        return pb.BatchCheckResponse(results=[decision_message(d) for d in decisions])
 
     def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:
         """The caller's own identity, from its call metadata."""

@@ -86,7 +86,7 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         """Return the wrapped handler for an identity.v1 method; other services pass through."""
         handler = continuation(details)
         method: str = details.method
-        if handler is None or not method.startswith(IDENTITY_PREFIX):
+        if handler is None or not (method.startswith(IDENTITY_PREFIX) or method in RULES):
             return handler
         rule = RULES.get(method)
         if handler.unary_unary is not None:

@@ -1,0 +1,91 @@
+"""The decision engine behind Check, BatchCheck and Envoy's ext_authz: one engine, many doors.
+
+Reasons come in API.md's order of evaluation: missing -> invalid -> expired/revoked -> inactive
+organization -> disabled principal -> IP -> scope -> resource. The credential is resolved once
+(by the same :class:`Authenticator` the admin interceptor uses) and then judged per item.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from identity.authz import Authenticator
+from identity.domain import scopes as scope_rules
+from identity.domain.decisions import Decision, permission_denial
+from identity.domain.errors import IdentityError, Reason
+from identity.domain.model import Caller, ResourceRef
+from identity.domain.validation import Violations
+
+MAX_BATCH_ITEMS = 100
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """What one check asks: permissions that must all be granted, on an optional resource."""
+
+    permissions: tuple[str, ...]
+    resource: ResourceRef | None = None
+
+
+def validate_items(items: Sequence[CheckItem], field_prefix: str, client_ip: str) -> None:
+    """INVALID_ARGUMENT for malformed permissions, resources or client address, naming the field."""
+    problems = Violations()
+    if client_ip:
+        try:
+            ipaddress.ip_address(client_ip)
+        except ValueError:
+            problems.add("client_ip", "is not an IPv4 or IPv6 address")
+    for index, item in enumerate(items):
+        prefix = field_prefix.format(index=index)
+        problems.scopes(f"{prefix}permissions", item.permissions, required=False)
+        if item.resource is not None:
+            problems.resources(f"{prefix}resource", [item.resource])
+    problems.raise_if_any()
+
+
+class DecisionEngine:
+    """Judges credentials; only an unreachable database is an error (UNAVAILABLE), never an allow."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        """Resolve credentials with ``authenticator``."""
+        self._authenticator = authenticator
+
+    def check(self, credential: str, item: CheckItem, client_ip: str) -> Decision:
+        """Judge one item."""
+        validate_items([item], "", client_ip)
+        return self.batch(credential, [item], client_ip, validated=True)[0]
+
+    def batch(
+        self, credential: str, items: Sequence[CheckItem], client_ip: str, *, validated: bool = False
+    ) -> list[Decision]:
+        """Judge many items for one credential, resolving the credential once."""
+        if not validated:
+            problems = Violations()
+            problems.listed("items", items, MAX_BATCH_ITEMS)
+            problems.raise_if_any()
+            validate_items(items, "items[{index}].", client_ip)
+        try:
+            caller = self._authenticator.authenticate(credential, client_ip or None)
+        except IdentityError as error:
+            if error.reason in (Reason.UNAVAILABLE, Reason.INTERNAL):
+                raise
+            return [Decision(False, error.reason, error.message) for _ in items]
+        return [self._judge(caller, item) for item in items]
+
+    @staticmethod
+    def _judge(caller: Caller, item: CheckItem) -> Decision:
+        denial = permission_denial(caller.scopes, caller.resources, item.permissions, item.resource)
+        return Decision(
+            allowed=denial is None,
+            reason=Reason.ALLOWED if denial is None else denial.reason,
+            message="allowed" if denial is None else denial.message,
+            principal_id=caller.principal_id,
+            org_id=caller.org_id,
+            key_id=caller.key_id,
+            granted_scopes=caller.scopes,
+            missing_permissions=tuple(scope_rules.missing(caller.scopes, item.permissions)),
+            rate_tier=scope_rules.rate_tier(caller.scopes),
+            credential_expire_time=caller.credential_expire_time,
+        )
