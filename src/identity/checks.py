@@ -10,12 +10,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from identity.app.background import BackgroundWriter
+from identity.app.common import audit_event
 from identity.authz import Authenticator
 from identity.domain import scopes as scope_rules
 from identity.domain.decisions import Decision, permission_denial
 from identity.domain.errors import IdentityError, Reason
-from identity.domain.model import Caller, ResourceRef
+from identity.domain.model import AuditEvent, AuditOutcome, Caller, Origin, RequestInfo, ResourceRef
 from identity.domain.validation import Violations
 
 MAX_BATCH_ITEMS = 100
@@ -46,33 +49,50 @@ def validate_items(items: Sequence[CheckItem], field_prefix: str, client_ip: str
 
 
 class DecisionEngine:
-    """Judges credentials; only an unreachable database is an error (UNAVAILABLE), never an allow."""
+    """Judges credentials; only an unreachable database is an error (UNAVAILABLE), never an allow.
 
-    def __init__(self, authenticator: Authenticator) -> None:
-        """Resolve credentials with ``authenticator``."""
+    Decisions are audited (``authz.check``) off the request path: denials always, allows when
+    ``audit_allows``; an allowed key's ``last_used_time`` is noted the same way.
+    """
+
+    def __init__(self, authenticator: Authenticator, writer: BackgroundWriter, *, audit_allows: bool) -> None:
+        """Resolve credentials with ``authenticator``; audit and note key use through ``writer``."""
         self._authenticator = authenticator
+        self._writer = writer
+        self._audit_allows = audit_allows
 
-    def check(self, credential: str, item: CheckItem, client_ip: str) -> Decision:
+    def check(self, credential: str, item: CheckItem, client_ip: str, origin: Origin) -> Decision:
         """Judge one item."""
         validate_items([item], "", client_ip)
-        return self.batch(credential, [item], client_ip, validated=True)[0]
+        return self._judge_all(credential, [item], client_ip, origin)[0]
 
     def batch(
-        self, credential: str, items: Sequence[CheckItem], client_ip: str, *, validated: bool = False
+        self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
     ) -> list[Decision]:
         """Judge many items for one credential, resolving the credential once."""
-        if not validated:
-            problems = Violations()
-            problems.listed("items", items, MAX_BATCH_ITEMS)
-            problems.raise_if_any()
-            validate_items(items, "items[{index}].", client_ip)
+        problems = Violations()
+        problems.listed("items", items, MAX_BATCH_ITEMS)
+        problems.raise_if_any()
+        validate_items(items, "items[{index}].", client_ip)
+        return self._judge_all(credential, items, client_ip, origin)
+
+    def _judge_all(
+        self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
+    ) -> list[Decision]:
         try:
             caller = self._authenticator.authenticate(credential, client_ip or None)
         except IdentityError as error:
             if error.reason in (Reason.UNAVAILABLE, Reason.INTERNAL):
                 raise
-            return [Decision(False, error.reason, error.message) for _ in items]
-        return [self._judge(caller, item) for item in items]
+            decisions = [Decision(False, error.reason, error.message) for _ in items]
+        else:
+            decisions = [self._judge(caller, item) for item in items]
+            if any(d.allowed for d in decisions):
+                self._writer.touch(caller.key_id, datetime.now(UTC))
+        for item, decision in zip(items, decisions, strict=True):
+            if self._audit_allows or not decision.allowed:
+                self._writer.record(_audit(item, decision, origin))
+        return decisions
 
     @staticmethod
     def _judge(caller: Caller, item: CheckItem) -> Decision:
@@ -89,3 +109,21 @@ class DecisionEngine:
             rate_tier=scope_rules.rate_tier(caller.scopes),
             credential_expire_time=caller.credential_expire_time,
         )
+
+
+def _audit(item: CheckItem, decision: Decision, origin: Origin) -> AuditEvent:
+    caller = Caller(decision.principal_id, decision.org_id, decision.key_id, (), (), platform=False)
+    resource = f"{item.resource.type}/{item.resource.id}" if item.resource else ""
+    return audit_event(
+        RequestInfo(caller, peer=origin.peer, user_agent=origin.user_agent),
+        "authz.check",
+        decision.key_id,
+        decision.org_id,
+        outcome=AuditOutcome.SUCCESS if decision.allowed else AuditOutcome.DENIED,
+        reason="" if decision.allowed else decision.reason.value,
+        details={
+            "required": " ".join(item.permissions),
+            "granted": " ".join(decision.granted_scopes),
+            "resource": resource,
+        },
+    )

@@ -28,6 +28,7 @@ class Settings:
     token_issuer: str = "identity"
     token_audiences: tuple[str, ...] = ("identity",)
     signing_algorithm: str = "ES256"
+    audit_check_allows: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +53,8 @@ class Settings:
             token_issuer=env.get("IDENTITY_TOKEN_ISSUER", defaults.token_issuer),
             token_audiences=_list(env, "IDENTITY_TOKEN_AUDIENCES", defaults.token_audiences),
             signing_algorithm=env.get("IDENTITY_SIGNING_ALGORITHM", defaults.signing_algorithm),
+            audit_check_allows=env.get("IDENTITY_AUDIT_CHECK_ALLOWS", "false").lower()
+            in ("1", "true", "yes"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from identity.app.audit import AuditLog
+from identity.app.background import BackgroundWriter
 from identity.app.keys import Keys
 from identity.app.organizations import Organizations
 from identity.app.principals import Principals
@@ -71,6 +72,7 @@ class IdentityServer:
         hasher = SecretHasher(settings.argon2)
         self._stopping = threading.Event()
         audit = AuditLog(db)
+        self.writer = BackgroundWriter(db)
         keyring = Keyring(db, load_kek(settings.kek, settings.kek_file), settings.signing_algorithm)
         authenticator = Authenticator(
             db, hasher, TokenCodec(keyring, settings.token_issuer, settings.token_audiences)
@@ -95,9 +97,9 @@ class IdentityServer:
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit), server)
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
-            TokenServicer(TokenExchange(db, authenticator, keyring)), server
+            TokenServicer(TokenExchange(db, authenticator, keyring, self.writer)), server
         )
-        engine = DecisionEngine(authenticator)
+        engine = DecisionEngine(authenticator, self.writer, audit_allows=settings.audit_check_allows)
         authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(
             AuthorizationServicer(engine), server
         )
@@ -120,6 +122,7 @@ class IdentityServer:
     def start(self) -> None:
         """Start serving and reporting health."""
         self.grpc_server.start()
+        self.writer.start()
         self._set_health(self.db.ping())
         self._monitor.start()
 
@@ -128,6 +131,7 @@ class IdentityServer:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
+        self.writer.stop()  # after the last call: batched audit events and last-used times are flushed
         self.db.dispose()
 
     def wait(self) -> None:

@@ -261,3 +261,40 @@ def test_envoy_denials(world: World, case: str, http: int, code: str) -> None:
     body = json.loads(reply.denied_response.body)
     assert body["success"] is False and body["code"] == code and body["error"]
     assert key not in reply.denied_response.body
+
+
+def test_decisions_are_audited_off_the_request_path_and_keys_marked_used(world: World) -> None:
+    from identity.v1 import audit_service_pb2
+
+    created = world.admin.create_key(world.org_id, world.principal_id, ["inventory:read"])
+    assert world.check(created.api_key, ["inventory:read"]).allowed
+    assert not world.check(created.api_key, ["billing:read"]).allowed
+    world.harness.server.writer.flush()  # what the writer thread does every second, and on shutdown
+    events = world.admin.audit.ListAuditEvents(
+        audit_service_pb2.ListAuditEventsRequest(org_id=world.org_id, action="authz.check"),
+        metadata=world.admin.metadata,
+    ).events
+    assert len(events) == 1, "allows are not audited by default"
+    denied = events[0]
+    assert denied.outcome == audit_service_pb2.AUDIT_OUTCOME_DENIED and denied.reason == "INSUFFICIENT_SCOPE"
+    assert denied.details["required"] == "billing:read" and denied.details["granted"] == "inventory:read"
+    assert denied.actor_key_id == created.key.id and created.api_key not in str(denied)
+    key = world.admin.keys.GetKey(
+        key_service_pb2.GetKeyRequest(id=created.key.id), metadata=world.admin.metadata
+    ).key
+    assert key.HasField("last_used_time") and key.last_used_time.seconds >= key.create_time.seconds
+
+
+def test_shutdown_flushes_queued_audit_events(world: World) -> None:
+    from sqlalchemy import text
+
+    assert not world.check("idk_live_nonsense", ["inventory:read"]).allowed
+    world.harness.server.stop(1)
+    with world.harness.db.engine.connect() as connection:
+        reasons = [
+            row[0]
+            for row in connection.execute(
+                text("SELECT reason FROM audit_events WHERE action = 'authz.check'")
+            )
+        ]
+    assert reasons == ["INVALID_API_KEY"]

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from identity.app.background import BackgroundWriter
 from identity.app.common import audit_event
 from identity.authz import Authenticator, invalid_api_key
 from identity.domain import scopes as scope_rules
 from identity.domain.decisions import CredentialFacts, credential_denial
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason, invalid
-from identity.domain.model import AuditOutcome, Caller, PrincipalKind, RequestInfo
+from identity.domain.model import AuditOutcome, Caller, Origin, PrincipalKind, RequestInfo
 from identity.domain.validation import Violations
 from identity.store.database import Database
 from identity.store.repository import Repository
@@ -21,15 +22,6 @@ from identity.store.tokens import TokenRepository
 from identity.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, Keyring, TokenClaims, TokenCodec
 
 ANONYMOUS = Caller("", "", "", (), (), platform=False)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where an exchange request came from, for IP allowlists and the audit trail."""
-
-    peer: str = ""
-    client_ip: str = ""
-    user_agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,9 +44,12 @@ class IssuedToken:
 class TokenExchange:
     """Turns verified API keys into short-lived JWTs, and answers questions about those JWTs."""
 
-    def __init__(self, db: Database, authenticator: Authenticator, keyring: Keyring) -> None:
-        """Verify with ``authenticator``, sign with ``keyring``, audit into ``db``."""
+    def __init__(
+        self, db: Database, authenticator: Authenticator, keyring: Keyring, writer: BackgroundWriter
+    ) -> None:
+        """Verify with ``authenticator``, sign with ``keyring``, audit into ``db``, note key use via ``writer``."""
         self._db = db
+        self._writer = writer
         self._authenticator = authenticator
         self._codec: TokenCodec = authenticator.codec
         self._keyring = keyring
@@ -222,6 +217,7 @@ class TokenExchange:
             self._audit(flow, origin, facts, claimed_key_id, error)
             raise
         self._audit(flow, origin, facts, key.id, None)
+        self._writer.touch(key.id, now)
         return IssuedToken(token, claims)
 
     def _audience(self, requested: str) -> str:

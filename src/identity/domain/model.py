@@ -211,3 +211,12 @@ class RequestInfo:
     caller: Caller
     peer: str = ""
     user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, for IP allowlists and the audit trail."""
+
+    peer: str = ""
+    client_ip: str = ""
+    user_agent: str = ""

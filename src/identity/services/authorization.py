@@ -7,7 +7,7 @@ import grpc
 from identity.checks import CheckItem, DecisionEngine
 from identity.domain.decisions import Decision
 from identity.services.convert import resource_refs, timestamp
-from identity.services.interceptor import current_request
+from identity.services.interceptor import current_request, origin_of
 from identity.v1 import authorization_service_pb2 as pb
 from identity.v1 import authorization_service_pb2_grpc as pb_grpc
 from identity.v1 import common_pb2
@@ -43,14 +43,16 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
         """Judge one credential; a denial is an OK response with ``allowed`` false."""
         item = _item(list(request.permissions), request.HasField("resource"), request.resource)
-        return decision_message(self._engine.check(request.credential, item, request.client_ip))
+        return decision_message(
+            self._engine.check(request.credential, item, request.client_ip, origin_of(context))
+        )
 
     def BatchCheck(
         self, request: pb.BatchCheckRequest, context: grpc.ServicerContext
     ) -> pb.BatchCheckResponse:
         """Judge many items for one credential, in order."""
         items = [_item(list(i.permissions), i.HasField("resource"), i.resource) for i in request.items]
-        decisions = self._engine.batch(request.credential, items, request.client_ip)
+        decisions = self._engine.batch(request.credential, items, request.client_ip, origin_of(context))
         return pb.BatchCheckResponse(results=[decision_message(d) for d in decisions])
 
     def WhoAmI(self, request: pb.WhoAmIRequest, context: grpc.ServicerContext) -> pb.WhoAmIResponse:

@@ -19,7 +19,7 @@ from google.rpc import code_pb2, status_pb2
 
 from identity.checks import CheckItem, DecisionEngine
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
-from identity.domain.model import ResourceRef
+from identity.domain.model import Origin, ResourceRef
 from identity.services.interceptor import credential_from
 from identity.tokens import looks_like_jwt
 
@@ -93,7 +93,8 @@ class EnvoyAuthorizationServicer(pb_grpc.AuthorizationServicer):  # type: ignore
             resource = ResourceRef(extensions["resource_type"], extensions.get("resource_id", "*"))
         item = CheckItem(tuple(permission.split()), resource)
         client_ip = attributes.source.address.socket_address.address
-        decision = self._engine.check(_credential(headers), item, client_ip)
+        origin = Origin(peer=client_ip, client_ip=client_ip, user_agent=headers.get("user-agent", ""))
+        decision = self._engine.check(_credential(headers), item, client_ip, origin)
         if decision.allowed:
             return _allowed(decision.principal_id, decision.org_id, decision.key_id, headers)
         return _denied(decision.reason, decision.message)

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from identity.authz import Authenticator, require_scope
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
-from identity.domain.model import AuditOutcome, RequestInfo
+from identity.domain.model import AuditOutcome, Origin, RequestInfo
 from identity.services.errors import to_status
 from identity.services.rules import RULES, Rule
 
@@ -61,6 +61,16 @@ def peer_ip(peer: str) -> str:
     if kind == "ipv6":
         return rest.rpartition(":")[0].strip("[]")
     return ""
+
+
+def origin_of(context: grpc.ServicerContext) -> Origin:
+    """Where a call came from: the gRPC peer (never metadata) and its user agent."""
+    peer = context.peer()
+    return Origin(
+        peer=peer,
+        client_ip=peer_ip(peer),
+        user_agent=metadata_value(context.invocation_metadata(), "user-agent") or "",
+    )
 
 
 def _target(request: Message) -> str:

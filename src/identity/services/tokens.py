@@ -6,9 +6,9 @@ from typing import TypeAlias, TypeVar
 
 import grpc
 
-from identity.app.tokens import IssuedToken, Origin, TokenExchange, TokenOptions
+from identity.app.tokens import IssuedToken, TokenExchange, TokenOptions
 from identity.services.convert import to_timedelta
-from identity.services.interceptor import current_request, metadata_value, peer_ip
+from identity.services.interceptor import current_request, metadata_value, origin_of
 from identity.v1 import token_service_pb2 as pb
 from identity.v1 import token_service_pb2_grpc as pb_grpc
 
@@ -18,12 +18,6 @@ ExchangeResponse: TypeAlias = (
     | pb.ExchangeClientCredentialsResponse
     | pb.ExchangePasswordResponse
 )
-
-
-def _origin(context: grpc.ServicerContext) -> Origin:
-    peer = context.peer()
-    user_agent = metadata_value(context.invocation_metadata(), "user-agent") or ""
-    return Origin(peer=peer, client_ip=peer_ip(peer), user_agent=user_agent)
 
 
 R = TypeVar("R", bound=ExchangeResponse)
@@ -56,7 +50,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         options = TokenOptions(
             request.audience, tuple(request.scopes), to_timedelta(request.lifetime, "lifetime")
         )
-        issued = self._exchange.exchange_api_key(_origin(context), api_key, options)
+        issued = self._exchange.exchange_api_key(origin_of(context), api_key, options)
         return _fill(pb.ExchangeApiKeyResponse(), issued)
 
     def ExchangeApiKeyWithId(
@@ -69,7 +63,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         options = TokenOptions(
             request.audience, tuple(request.scopes), to_timedelta(request.lifetime, "lifetime")
         )
-        issued = self._exchange.exchange_api_key_with_id(_origin(context), key_id, api_key, options)
+        issued = self._exchange.exchange_api_key_with_id(origin_of(context), key_id, api_key, options)
         return _fill(pb.ExchangeApiKeyWithIdResponse(), issued)
 
     def ExchangeClientCredentials(
@@ -78,7 +72,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         """OAuth 2.0 client credentials grant."""
         options = TokenOptions(request.audience, tuple(request.scope.split()))
         issued = self._exchange.exchange_client_credentials(
-            _origin(context),
+            origin_of(context),
             request.grant_type,
             request.client_id,
             request.client_secret,
@@ -92,7 +86,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
     ) -> pb.ExchangePasswordResponse:
         """Legacy v1 password flow (deprecated)."""
         issued = self._exchange.exchange_password(
-            _origin(context), request.username, request.password, request.client_id, request.client_secret
+            origin_of(context), request.username, request.password, request.client_id, request.client_secret
         )
         return _fill(pb.ExchangePasswordResponse(), issued)
 

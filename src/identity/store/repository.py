@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -230,6 +230,11 @@ class Repository:
         """A key by id with its secret hashes and version."""
         row = self.session.get(ApiKeyRow, key_id)
         return (_key(row), _secrets(row)) if row else None
+
+    def touch_keys(self, used: dict[str, datetime]) -> None:
+        """Record when keys were last used (deleted keys are skipped silently)."""
+        for key_id, when in used.items():
+            self.session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_time=when))
 
     def lookup_of(self, key_id: str) -> str:
         """A key's lookup handle (kept across rotations)."""

@@ -1,0 +1,94 @@
+"""Writes that must not slow a request: check audit events and key last-used times.
+
+They are queued in memory and written in batches by one thread, at most once a second; a key's
+``last_used_time`` is written at most once a minute. ``stop`` flushes what is queued, so a
+graceful shutdown loses nothing. A full queue drops (and counts) rather than blocking a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from datetime import datetime, timedelta
+
+from identity.domain.errors import IdentityError
+from identity.domain.model import AuditEvent
+from identity.store.database import Database
+from identity.store.repository import Repository
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_QUEUED_EVENTS = 50_000
+
+
+class BackgroundWriter:
+    """Batches audit events and last-used times into the database off the request path."""
+
+    def __init__(self, db: Database, flush_seconds: float = FLUSH_SECONDS) -> None:
+        """Write into ``db`` every ``flush_seconds``."""
+        self._db = db
+        self._flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._events: deque[AuditEvent] = deque()
+        self._touched: dict[str, datetime] = {}
+        self._written: dict[str, datetime] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background-writer", daemon=True)
+        self.dropped = 0
+
+    def record(self, event: AuditEvent) -> None:
+        """Queue an audit event."""
+        with self._lock:
+            if len(self._events) >= MAX_QUEUED_EVENTS:
+                self.dropped += 1
+                return
+            self._events.append(event)
+
+    def touch(self, key_id: str, when: datetime) -> None:
+        """Note that a key was used; written if its last write is a minute old or more."""
+        with self._lock:
+            last = self._written.get(key_id)
+            if last is None or when - last >= LAST_USED_RESOLUTION:
+                self._touched[key_id] = when
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and write everything still queued."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued now; on a database failure keep it for the next round."""
+        with self._lock:
+            events, self._events = list(self._events), deque()
+            touched, self._touched = self._touched, {}
+        if not events and not touched:
+            return
+        try:
+            with self._db.write() as session:
+                repo = Repository(session)
+                for event in events:
+                    repo.add_audit_event(event)
+                repo.touch_keys(touched)
+        except IdentityError:
+            log.warning(
+                "background write failed; %d events and %d keys kept for retry", len(events), len(touched)
+            )
+            with self._lock:
+                self._events.extendleft(reversed(events))
+                self._touched = touched | self._touched
+            return
+        with self._lock:
+            self._written.update(touched)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._flush_seconds):
+            self.flush()
