@@ -9,71 +9,26 @@ the production argon2id profile (19 MiB, t=2, p=1) and an embedded SQLite databa
 
 from __future__ import annotations
 
-import argparse
-import base64
-import secrets
-import tempfile
-from multiprocessing.connection import Connection
-from pathlib import Path
-
 import grpc
 
-from bench.harness import Run, empty_call, empty_server, load, median_run, process_server, table
+from bench.harness import Run, empty_call, empty_server, identity_server, measure, options_parser, table
 from identity.v1 import token_service_pb2, token_service_pb2_grpc
-
-
-def _serve_identity(database: str, key_file: str, ready: Connection) -> None:
-    from identity.app.bootstrap import bootstrap
-    from identity.config import Settings
-    from identity.crypto.hashing import SecretHasher
-    from identity.server import build_server
-
-    settings = Settings(
-        database_url=f"sqlite:///{database}",
-        listen="127.0.0.1:0",
-        kek=base64.b64encode(secrets.token_bytes(32)).decode(),
-        log_level="WARNING",
-    )
-    server, port = build_server(settings)
-    Path(key_file).write_text(bootstrap(server.db, SecretHasher(settings.argon2)).api_key)
-    server.start()
-    ready.send(port)
-    server.wait()
 
 
 def main() -> None:
     """Measure and print the table."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
-    options = parser.parse_args()
+    options = options_parser(__doc__).parse_args()
     rows: dict[str, Run] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        key_file = Path(tmp) / "key"
-        with empty_server() as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = empty_call(channel)
-            load(call, options.concurrency, 1.0)  # warm up
-            rows["empty grpcio handler (baseline)"] = median_run(
-                [load(call, options.concurrency, options.seconds) for _ in range(options.repeat)]
-            )
-        with (
-            process_server(_serve_identity, str(Path(tmp) / "identity.db"), str(key_file)) as port,
-            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
-        ):
-            stub = token_service_pb2_grpc.TokenServiceStub(channel)
-            request = token_service_pb2.ExchangeApiKeyRequest(api_key=key_file.read_text())
+    with empty_server() as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        rows["empty grpcio handler (baseline)"] = measure(empty_call(channel), options)
+    with identity_server() as (port, platform_key), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = token_service_pb2_grpc.TokenServiceStub(channel)
+        request = token_service_pb2.ExchangeApiKeyRequest(api_key=platform_key)
 
-            def exchange() -> object:
-                return stub.ExchangeApiKey(request, timeout=30)
+        def exchange() -> object:
+            return stub.ExchangeApiKey(request, timeout=30)
 
-            exchange()  # the key is now warm: its rows are in SQLite's page cache
-            load(exchange, options.concurrency, 1.0)
-            rows["ExchangeApiKey (v2), warm key"] = median_run(
-                [load(exchange, options.concurrency, options.seconds) for _ in range(options.repeat)]
-            )
+        rows["ExchangeApiKey (v2), warm key"] = measure(exchange, options)
     print(
         f"concurrency {options.concurrency}, {options.seconds:.0f} s per run, median of {options.repeat} runs"
     )

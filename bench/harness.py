@@ -6,8 +6,12 @@ divided by the empty-handler baseline measured on the same harness in the same r
 
 from __future__ import annotations
 
+import argparse
+import base64
 import multiprocessing
+import secrets
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +19,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import grpc
 
@@ -124,3 +129,49 @@ def table(rows: dict[str, Run], baseline: str) -> str:
             f"{name:<34}{run.rps:>10.0f}{run.p50_ms:>10.2f}{run.p99_ms:>10.2f}{run.errors:>8}{run.rps / base:>12.3f}"
         )
     return "\n".join(lines)
+
+
+def _serve_identity(database: str, key_file: str, ready: Connection) -> None:
+    from identity.app.bootstrap import bootstrap
+    from identity.config import Settings
+    from identity.crypto.hashing import SecretHasher
+    from identity.server import build_server
+
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        listen="127.0.0.1:0",
+        kek=base64.b64encode(secrets.token_bytes(32)).decode(),
+        log_level="WARNING",
+    )
+    server, port = build_server(settings)
+    Path(key_file).write_text(bootstrap(server.db, SecretHasher(settings.argon2)).api_key)
+    server.start()
+    ready.send(port)
+    server.wait()
+
+
+@contextmanager
+def identity_server() -> Iterator[tuple[int, str]]:
+    """The identity server (production argon2id profile, embedded SQLite) and its platform key."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = Path(tmp) / "key"
+        with process_server(_serve_identity, str(Path(tmp) / "identity.db"), str(key_file)) as port:
+            yield port, key_file.read_text()
+
+
+def options_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the table shows medians")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
+    return parser
+
+
+def measure(call: Callable[[], object], options: argparse.Namespace) -> Run:
+    """Warm up once, then the median of ``--repeat`` runs of ``--seconds`` each."""
+    call()
+    load(call, options.concurrency, 1.0)
+    return median_run([load(call, options.concurrency, options.seconds) for _ in range(options.repeat)])
