@@ -25,7 +25,7 @@ from identity.domain.model import (
     RequestInfo,
     ResourceRef,
 )
-from identity.domain.paging import decode_token, encode_token, page
+from identity.domain.paging import decode_time_mark, decode_token, encode_time_mark, encode_token, page
 from identity.domain.validation import (
     ENVIRONMENTS,
     MAX_DESCRIPTION,
@@ -316,13 +316,7 @@ class Keys:
         if within <= timedelta(0) or within > MAX_EXPIRING_WINDOW:
             raise invalid("within", "must be positive and at most 366 days")
         filters = [org_id, within.total_seconds()]
-        mark = decode_token(page_token, filters, list)
-        after = None
-        if mark is not None:
-            try:
-                after = (datetime.fromisoformat(mark[0]), str(mark[1]))
-            except (ValueError, TypeError, IndexError):
-                raise invalid("page_token", "is not a token returned by this list") from None
+        after = decode_time_mark(page_token, filters)
         now = utcnow()
         with self._db.read() as session:
             repo = Repository(session)
@@ -330,7 +324,7 @@ class Keys:
             keys, more = page(repo.expiring_keys(org_id, now, now + within, after, size + 1), size)
         token = ""
         if more and keys[-1].expire_time is not None:
-            token = encode_token([keys[-1].expire_time.isoformat(), keys[-1].id], filters)
+            token = encode_time_mark(keys[-1].expire_time, keys[-1].id, filters)
         return keys, token
 
     def check_watch(self, info: RequestInfo, org_id: str, after_cursor: int) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from identity.app.common import audit_event, utcnow, visible_organization
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import failed_precondition, invalid, not_found
 from identity.domain.model import Principal, PrincipalKind, PrincipalState, RequestInfo
-from identity.domain.paging import decode_token, encode_token, page
+from identity.domain.paging import decode_time_mark, encode_time_mark, page
 from identity.domain.validation import MAX_NAME, Violations, validate_page_size
 from identity.ids import new_id
 from identity.store.database import Database
@@ -79,20 +78,12 @@ class Principals:
         """An organization's principals, optionally filtered by kind and state."""
         size = validate_page_size(page_size)
         filters = [org_id, kind, state]
-        mark = decode_token(page_token, filters, list)
-        after = None
-        if mark is not None:
-            try:
-                after = (datetime.fromisoformat(mark[0]), str(mark[1]))
-            except (ValueError, TypeError, IndexError):
-                raise invalid("page_token", "is not a token returned by this list") from None
+        after = decode_time_mark(page_token, filters)
         with self._db.read() as session:
             repo = Repository(session)
             visible_organization(repo, info.caller, org_id)
             found, more = page(repo.list_principals(org_id, kind, state, after, size + 1), size)
-        if not more:
-            return found, ""
-        return found, encode_token([found[-1].create_time.isoformat(), found[-1].id], filters)
+        return found, encode_time_mark(found[-1].create_time, found[-1].id, filters) if more else ""
 
     def update(self, info: RequestInfo, principal_id: str, changes: dict[str, Any]) -> Principal:
         """Apply masked changes: ``display_name``, ``state``."""

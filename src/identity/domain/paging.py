@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from identity.domain.errors import invalid
@@ -49,3 +50,22 @@ def decode_token(token: str, filters: Sequence[object], shape: type[T]) -> T | N
 def page(items: list[T], page_size: int) -> tuple[list[T], bool]:
     """Split a query result fetched with ``page_size + 1`` rows into the page and whether more follow."""
     return items[:page_size], len(items) > page_size
+
+
+TimeMark = tuple[datetime, str]
+
+
+def encode_time_mark(time: datetime, ident: str, filters: Sequence[object]) -> str:
+    """A token resuming after the row at ``(time, ident)`` of a list ordered by a time, then id."""
+    return encode_token([time.isoformat(), ident], filters)
+
+
+def decode_time_mark(token: str, filters: Sequence[object]) -> TimeMark | None:
+    """The ``(time, id)`` mark inside a token from :func:`encode_time_mark`; None for the first page."""
+    mark = decode_token(token, filters, list)
+    if mark is None:
+        return None
+    try:
+        return datetime.fromisoformat(mark[0]), str(mark[1])
+    except (ValueError, TypeError, IndexError):
+        raise invalid("page_token", "is not a token returned by this list") from None

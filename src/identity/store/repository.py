@@ -152,14 +152,7 @@ class Repository:
         Not plain id order: ids of users (``usr_``) and service accounts (``sa_``) differ in prefix.
         """
         query = select(PrincipalRow).where(PrincipalRow.org_id == org_id)
-        if after is not None:
-            mark_time, mark_id = after
-            query = query.where(
-                or_(
-                    PrincipalRow.create_time > mark_time,
-                    (PrincipalRow.create_time == mark_time) & (PrincipalRow.id > mark_id),
-                )
-            )
+        query = _after(query, PrincipalRow.create_time, PrincipalRow.id, after)
         if kind is not None:
             query = query.where(PrincipalRow.kind == kind.value)
         if state is not None:
@@ -272,14 +265,7 @@ class Repository:
         query = _active(select(ApiKeyRow).where(ApiKeyRow.org_id == org_id), now).where(
             ApiKeyRow.expire_time <= until
         )
-        if after is not None:
-            mark_time, mark_id = after
-            query = query.where(
-                or_(
-                    ApiKeyRow.expire_time > mark_time,
-                    (ApiKeyRow.expire_time == mark_time) & (ApiKeyRow.id > mark_id),
-                )
-            )
+        query = _after(query, ApiKeyRow.expire_time, ApiKeyRow.id, after)
         query = query.order_by(ApiKeyRow.expire_time, ApiKeyRow.id).limit(limit)
         return [_key(r) for r in self.session.scalars(query)]
 
@@ -374,6 +360,16 @@ class Repository:
             query = query.where(AuditEventRow.time < where.end_time)
         rows = self.session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit))
         return [_audit(r) for r in rows]
+
+
+def _after(
+    query: Select[Any], time_column: Any, id_column: Any, mark: tuple[datetime, str] | None
+) -> Select[Any]:
+    """Rows after the ``(time, id)`` mark of a list ordered by that time, then id (keyset paging)."""
+    if mark is None:
+        return query
+    mark_time, mark_id = mark
+    return query.where(or_(time_column > mark_time, (time_column == mark_time) & (id_column > mark_id)))
 
 
 def _secrets(row: ApiKeyRow) -> KeySecrets:
