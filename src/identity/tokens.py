@@ -195,35 +195,53 @@ class TokenCodec:
 
     def verify(self, token: str) -> TokenClaims:
         """Check signature, algorithm, kid, headers, typ, iss, aud, exp and nbf; return the claims."""
-        if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        key = self._keyring.find(token_kid(token))
+        if key is None:
             raise invalid_token()
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError:
-            raise invalid_token() from None
-        kid = header.get("kid")
-        if set(header) - ALLOWED_HEADERS or header.get("typ") not in TOKEN_TYPES:
-            raise invalid_token()
-        if not isinstance(kid, str) or not _KID.fullmatch(kid):
-            raise invalid_token()
-        key = self._keyring.find(kid)
-        if key is None or header.get("alg") != key.algorithm:
-            raise invalid_token()
-        try:
-            payload = jwt.decode(
-                token,
-                key.public_key,
-                algorithms=[key.algorithm],
-                audience=list(self.audiences),
-                issuer=self.issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise IdentityError(Reason.EXPIRED_TOKEN, "the token has expired") from None
-        except jwt.InvalidTokenError:
-            raise invalid_token() from None
+        payload = decode_verified(token, key.public_key, key.algorithm, self.issuer, self.audiences)
         return _claims(payload)
+
+
+def token_kid(token: str) -> str:
+    """The ``kid`` of a token whose header is acceptable (only alg, typ at+jwt, kid); else INVALID_TOKEN."""
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise invalid_token()
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise invalid_token() from None
+    kid = header.get("kid")
+    if set(header) - ALLOWED_HEADERS or header.get("typ") not in TOKEN_TYPES:
+        raise invalid_token()
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise invalid_token()
+    return kid
+
+
+def decode_verified(
+    token: str, public_key: Any, algorithm: str, issuer: str, audiences: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """The payload of ``token`` verified with ``public_key`` under the one pinned ``algorithm``.
+
+    Also checks iss, aud, exp and nbf (60 s leeway): EXPIRED_TOKEN past exp, else INVALID_TOKEN.
+    """
+    if jwt.get_unverified_header(token).get("alg") != algorithm:
+        raise invalid_token()
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            public_key,
+            algorithms=[algorithm],
+            audience=list(audiences),
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise IdentityError(Reason.EXPIRED_TOKEN, "the token has expired") from None
+    except jwt.InvalidTokenError:
+        raise invalid_token() from None
+    return payload
 
 
 def _claims(payload: dict[str, Any]) -> TokenClaims:
