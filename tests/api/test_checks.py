@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -298,3 +299,31 @@ def test_shutdown_flushes_queued_audit_events(world: World) -> None:
             )
         ]
     assert reasons == ["INVALID_API_KEY"]
+
+
+def test_expired_key_and_revoked_before_inactive_organization(world: World) -> None:
+    from sqlalchemy import text
+
+    expired = world.admin.create_key(world.org_id, world.principal_id, ["inventory:read"])
+    revoked = world.admin.create_key(world.org_id, world.principal_id, ["inventory:read"])
+    # No API makes a key that is already past its expiry: move it there in the database.
+    with world.harness.db.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE api_keys SET expire_time = :past WHERE id = :id"),
+            {"past": datetime(2020, 1, 1), "id": expired.key.id},
+        )
+    assert world.check(expired.api_key, ["inventory:read"]).reason == R.DECISION_REASON_EXPIRED_API_KEY
+    world.admin.keys.RevokeKey(
+        key_service_pb2.RevokeKeyRequest(key_id=revoked.key.id), metadata=world.admin.metadata
+    )
+    world.admin.orgs.UpdateOrganization(
+        organization_service_pb2.UpdateOrganizationRequest(
+            organization=organization_service_pb2.Organization(
+                id=world.org_id, state=organization_service_pb2.ORGANIZATION_STATE_INACTIVE
+            ),
+            update_mask=FieldMask(paths=["state"]),
+        ),
+        metadata=world.admin.metadata,
+    )
+    assert world.check(revoked.api_key, ["inventory:read"]).reason == R.DECISION_REASON_REVOKED_API_KEY
+    assert world.check(expired.api_key, ["inventory:read"]).reason == R.DECISION_REASON_EXPIRED_API_KEY
