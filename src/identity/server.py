@@ -22,6 +22,7 @@ from identity.checks import DecisionEngine
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
 from identity.crypto.signing import load_kek
+from identity.keyring import Keyring
 from identity.services.audit import AuditServicer
 from identity.services.authorization import AuthorizationServicer
 from identity.services.envoy import EnvoyAuthorizationServicer
@@ -31,7 +32,7 @@ from identity.services.organizations import OrganizationServicer
 from identity.services.principals import PrincipalServicer
 from identity.services.tokens import TokenServicer
 from identity.store.database import Database
-from identity.tokens import Keyring, TokenCodec
+from identity.tokens import TokenCodec
 from identity.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,

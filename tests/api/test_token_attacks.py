@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from identity.config import Settings
 from identity.crypto.signing import load_kek
-from identity.tokens import Keyring
+from identity.keyring import Keyring
 from identity.v1 import key_service_pb2, token_service_pb2, token_service_pb2_grpc
 from tests.conftest import Harness
 from tests.helpers import Admin, expect_error

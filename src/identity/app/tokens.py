@@ -16,10 +16,11 @@ from identity.domain.decisions import CredentialFacts, credential_denial
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason, invalid
 from identity.domain.model import AuditOutcome, Caller, Origin, PrincipalKind, RequestInfo
 from identity.domain.validation import Violations
+from identity.keyring import Keyring
 from identity.store.database import Database
 from identity.store.repository import Repository
 from identity.store.tokens import TokenRepository
-from identity.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, Keyring, TokenClaims, TokenCodec
+from identity.tokens import DEFAULT_LIFETIME, MAX_LIFETIME, TokenClaims, TokenCodec
 
 ANONYMOUS = Caller("", "", "", (), (), platform=False)
 

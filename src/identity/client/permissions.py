@@ -13,7 +13,7 @@ from typing import Protocol
 from identity.client.identity import Identity
 from identity.domain.errors import IdentityError, Reason
 from identity.domain.scopes import scope_error
-from identity.services.interceptor import credential_from, peer_ip
+from identity.metadata import credential_from, peer_ip
 
 PUBLIC: None = None
 

@@ -20,7 +20,7 @@ from google.rpc import code_pb2, status_pb2
 from identity.checks import CheckItem, DecisionEngine
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
 from identity.domain.model import Origin, ResourceRef
-from identity.services.interceptor import credential_from
+from identity.metadata import credential_from
 from identity.tokens import looks_like_jwt
 
 RAW_KEY_HEADER = "x-api-key"

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from identity.authz import Authenticator, require_scope
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
 from identity.domain.model import AuditOutcome, Origin, RequestInfo
+from identity.metadata import credential_from, metadata_value, peer_ip
 from identity.services.errors import to_status
 from identity.services.rules import RULES, Rule
 
@@ -33,34 +34,6 @@ AuditFailure = Callable[[RequestInfo, str, str, str, AuditOutcome, str], None]
 def current_request() -> RequestInfo:
     """The authenticated request being served (set by the interceptor for authenticated RPCs)."""
     return _REQUEST.get()
-
-
-def credential_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
-    """The caller credential: ``authorization: Bearer <x>`` or ``x-api-key: <x>``."""
-    authorization = metadata_value(metadata, "authorization")
-    if authorization is not None:
-        scheme, _, credential = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise IdentityError(
-                Reason.MISSING_AUTHORIZATION, "authorization metadata must be 'Bearer <credential>'"
-            )
-        return credential.strip()
-    return metadata_value(metadata, "x-api-key") or None
-
-
-def metadata_value(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:
-    """The first text value of metadata key ``name`` (keys are lower-case in gRPC)."""
-    return next((v for k, v in metadata or () if k == name and isinstance(v, str)), None)
-
-
-def peer_ip(peer: str) -> str:
-    """The IP address in a gRPC peer string such as ``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000``."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]")
-    return ""
 
 
 def origin_of(context: grpc.ServicerContext) -> Origin:

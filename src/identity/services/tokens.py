@@ -7,8 +7,9 @@ from typing import TypeAlias, TypeVar
 import grpc
 
 from identity.app.tokens import IssuedToken, TokenExchange, TokenOptions
+from identity.metadata import metadata_value
 from identity.services.convert import to_timedelta
-from identity.services.interceptor import current_request, metadata_value, origin_of
+from identity.services.interceptor import current_request, origin_of
 from identity.v1 import token_service_pb2 as pb
 from identity.v1 import token_service_pb2_grpc as pb_grpc
 

@@ -1,0 +1,101 @@
+"""The server's token signing keys: created, sealed into the database, unsealed once per process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from identity.crypto import signing
+from identity.crypto.signing import SigningKey
+from identity.domain.errors import IdentityError, Reason
+from identity.ids import new_id
+from identity.store.database import Database
+from identity.store.tokens import TokenRepository
+from identity.tokens import LEEWAY_SECONDS, MAX_LIFETIME
+
+# How stale the keyring may get: another replica's rotation is seen within this.
+KEYRING_REFRESH_SECONDS = 10.0
+# An unknown kid triggers a reload at most this often, so absurd kids cannot flood the database.
+UNKNOWN_KID_RELOAD_SECONDS = 1.0
+
+
+class Keyring:
+    """The signing keys of the service, unsealed once per process and refreshed lazily."""
+
+    def __init__(self, db: Database, kek: bytes, algorithm: str) -> None:
+        """Load keys from ``db``, unsealing them with ``kek``; new keys use ``algorithm``."""
+        if algorithm not in signing.ALGORITHMS:
+            raise SystemExit(f"IDENTITY_SIGNING_ALGORITHM must be one of {', '.join(signing.ALGORITHMS)}")
+        self._db = db
+        self._kek = kek
+        self._algorithm = algorithm
+        self._lock = threading.Lock()
+        self._keys: dict[str, SigningKey] = {}
+        self._jwks: list[dict[str, Any]] = []
+        self._current: SigningKey | None = None
+        self._loaded_at = 0.0
+
+    def current(self) -> SigningKey:
+        """The key new tokens are signed with; created on first use if the database has none."""
+        if self._current is None or time.monotonic() - self._loaded_at > KEYRING_REFRESH_SECONDS:
+            self._reload()
+        if self._current is None:
+            self.rotate(self._algorithm)
+        assert self._current is not None
+        return self._current
+
+    def find(self, kid: str) -> SigningKey | None:
+        """The published key with this id, reloading (rate-limited) when it is not known yet."""
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._loaded_at > UNKNOWN_KID_RELOAD_SECONDS:
+            self._reload()
+            key = self._keys.get(kid)
+        return key
+
+    def jwks(self) -> dict[str, Any]:
+        """The RFC 7517 JWK Set of every published public key (a first key is made if none exists)."""
+        self._reload()
+        if self._current is None:
+            self.rotate(self._algorithm)
+        return {"keys": list(self._jwks)}
+
+    def rotate(self, algorithm: str | None = None) -> SigningKey:
+        """Make a new key current; old keys stay published until their tokens have expired."""
+        algorithm = algorithm or self._algorithm
+        if algorithm not in signing.ALGORITHMS:
+            raise IdentityError(
+                Reason.INVALID_ARGUMENT, f"algorithm must be one of {', '.join(signing.ALGORITHMS)}"
+            )
+        key = signing.generate(new_id("sk"), algorithm)
+        now = datetime.now(UTC)
+        with self._db.write() as session:
+            TokenRepository(session).add_signing_key(
+                key.kid,
+                algorithm,
+                key.public_jwk(),
+                signing.seal(key, self._kek),
+                now,
+                publish_until=now + MAX_LIFETIME + timedelta(seconds=LEEWAY_SECONDS),
+            )
+        self._reload()
+        return key
+
+    def _reload(self) -> None:
+        with self._db.read() as session:
+            rows = TokenRepository(session).signing_keys(datetime.now(UTC))
+            loaded = [
+                (r.kid, r.algorithm, r.sealed_private_key, r.public_jwk, r.retire_time is None) for r in rows
+            ]
+        with self._lock:
+            keys: dict[str, SigningKey] = {}
+            current = None
+            for kid, algorithm, sealed, _, is_current in loaded:
+                keys[kid] = self._keys.get(kid) or signing.unseal(kid, algorithm, sealed, self._kek)
+                if is_current and current is None:
+                    current = keys[kid]
+            self._keys = keys
+            self._jwks = [jwk for *_, jwk, _ in loaded]
+            self._current = current
+            self._loaded_at = time.monotonic()
