@@ -82,21 +82,18 @@ class TokenCodec:
         key_version: int,
         scopes: tuple[str, ...],
         audience: str,
-        expire_time: datetime,
+        lifetime: timedelta,
+        not_after: datetime | None,
     ) -> tuple[str, TokenClaims]:
-        """Sign a token; the caller has already bounded ``expire_time``."""
+        """Sign a token living ``lifetime`` (already bounded), never past ``not_after`` (the key's expiry)."""
         key = self._keyring.current()
+        # Whole seconds, as JWT times are: exp - iat is then exactly the lifetime granted.
         now = datetime.now(UTC).replace(microsecond=0)
+        expire_time = now + lifetime
+        if not_after is not None:
+            expire_time = min(expire_time, not_after.replace(microsecond=0))
         claims = TokenClaims(
-            subject,
-            org_id,
-            key_id,
-            key_version,
-            scopes,
-            audience,
-            new_id("tok"),
-            now,
-            expire_time.replace(microsecond=0),
+            subject, org_id, key_id, key_version, scopes, audience, new_id("tok"), now, expire_time
         )
         payload = {
             "iss": self.issuer,

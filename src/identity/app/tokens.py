@@ -202,9 +202,6 @@ class TokenExchange:
             beyond = scope_rules.uncovered(key.scopes, options.scopes)
             if beyond:
                 raise IdentityError(Reason.INSUFFICIENT_SCOPE, f"the key does not hold: {' '.join(beyond)}")
-            expire_time = now + lifetime
-            if key.expire_time is not None:
-                expire_time = min(expire_time, key.expire_time)
             token, claims = self._codec.mint(
                 subject=facts.principal.id,
                 org_id=key.org_id,
@@ -212,7 +209,8 @@ class TokenExchange:
                 key_version=facts.secret_version,
                 scopes=options.scopes or key.scopes,
                 audience=audience,
-                expire_time=expire_time,
+                lifetime=lifetime,
+                not_after=key.expire_time,
             )
         except IdentityError as error:
             self._audit(flow, origin, facts, claimed_key_id, error)
