@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-from types import FrameType
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -18,27 +16,14 @@ from identity.app.bootstrap import bootstrap
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import IdentityError
-from identity.server import build_server
 from identity.store.database import Database
 from identity.v1 import token_service_pb2, token_service_pb2_grpc
+from identity.workers import serve_workers
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    server, port = build_server(settings)
-    server.start()
-    host = settings.listen.rpartition(":")[0]
-    logging.getLogger("identity").info("serving on %s:%d (database %s)", host, port, _safe_url(settings))
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("identity").info(
-            "signal %d: draining for up to %.0f s", signum, settings.shutdown_grace_seconds
-        )
-        server.stop(settings.shutdown_grace_seconds)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.wait()
-    return 0
+    logging.getLogger("identity").info("database %s, %d worker(s)", _safe_url(settings), settings.workers)
+    return serve_workers(settings)
 
 
 def _safe_url(settings: Settings) -> str:
@@ -104,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument("--listen", help="HOST:PORT to listen on (IDENTITY_LISTEN, default 127.0.0.1:50051)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the port (IDENTITY_WORKERS, default: cores)"
+    )
     commands.add_parser("migrate", help="bring the database schema up to date")
     commands.add_parser("bootstrap", help="create the platform organization and print its key once")
     token = commands.add_parser("token", help="token commands against a running server")
@@ -121,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "--lifetime", type=int, default=0, help="lifetime in seconds (default 900, at most 3600)"
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env().with_overrides(listen=getattr(args, "listen", None))
+    settings = Settings.from_env().with_overrides(
+        listen=getattr(args, "listen", None), workers=getattr(args, "workers", None)
+    )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     handlers = {"serve": _serve, "migrate": _migrate, "bootstrap": _bootstrap, "token": _token_exchange}
     try:

@@ -19,6 +19,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     listen: str = DEFAULT_LISTEN
     threads: int = 32
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     shutdown_grace_seconds: float = 10.0
     max_request_bytes: int = 64 * 1024
     log_level: str = "INFO"
@@ -40,6 +41,7 @@ class Settings:
             database_url=env.get("IDENTITY_DATABASE_URL", defaults.database_url),
             listen=env.get("IDENTITY_LISTEN", defaults.listen),
             threads=_int(env, "IDENTITY_THREADS", defaults.threads),
+            workers=_int(env, "IDENTITY_WORKERS", defaults.workers),
             shutdown_grace_seconds=float(env.get("IDENTITY_SHUTDOWN_GRACE", defaults.shutdown_grace_seconds)),
             max_request_bytes=_int(env, "IDENTITY_MAX_REQUEST_BYTES", defaults.max_request_bytes),
             log_level=env.get("IDENTITY_LOG_LEVEL", defaults.log_level).upper(),

@@ -67,8 +67,11 @@ HEALTH_CHECK_SECONDS = 1.0
 class IdentityServer:
     """A started-or-startable gRPC server with its database, health reporting and clean stop."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
-        """Assemble every servicer over ``db``; call :meth:`start` to serve."""
+    def __init__(self, settings: Settings, db: Database, *, reuse_port: bool = False) -> None:
+        """Assemble every servicer over ``db``; call :meth:`start` to serve.
+
+        ``reuse_port`` lets several worker processes share one listening port (SO_REUSEPORT).
+        """
         self.db = db
         hasher = SecretHasher(settings.argon2)
         self._stopping = threading.Event()
@@ -83,7 +86,7 @@ class IdentityServer:
             interceptors=[IdentityInterceptor(authenticator, audit.record_refusal)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         server = self.grpc_server
@@ -157,10 +160,12 @@ class IdentityServer:
             serving = now_serving
 
 
-def build_server(settings: Settings, listen: str | None = None) -> tuple[IdentityServer, int]:
+def build_server(
+    settings: Settings, listen: str | None = None, *, reuse_port: bool = False
+) -> tuple[IdentityServer, int]:
     """Build the server over ``settings.database_url`` and bind it; migrate an embedded SQLite database."""
     db = Database(settings.database_url)
     if db.is_sqlite:
         db.migrate()
-    server = IdentityServer(settings, db)
+    server = IdentityServer(settings, db, reuse_port=reuse_port)
     return server, server.bind(listen or settings.listen)
