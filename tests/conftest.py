@@ -88,15 +88,18 @@ class Harness:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    """Settings for a test server on the test database."""
+def settings(database_url: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a test server on the test database; ``@pytest.mark.settings(...)`` overrides fields."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         database_url=database_url,
         listen="127.0.0.1:0",
         argon2=TEST_ARGON2,
+        # Room for the bursts of concurrent key creations that quota tests fire.
+        argon2_queue=64,
         shutdown_grace_seconds=1,
         kek=TEST_KEK,
-    )
+    ).with_overrides(**(marker.kwargs if marker else {}))
 
 
 @pytest.fixture

@@ -1,23 +1,27 @@
 """Who is calling: resolves a presented credential to a :class:`Caller`, or says why not.
 
 One resolver serves every door that reads a credential: the admin interceptor, token exchange,
-introspection and (with the checks issue) Check and Envoy's ext_authz. API keys are verified
-against their argon2id hash; JWTs against the published signing keys and the live state of the
-key that minted them, so revoking a key stops its tokens at once.
+introspection, Check and Envoy's ext_authz. A warm credential touches neither argon2 nor the
+database: a secret this process verified before is known by its fingerprint, a token by its
+verified claims, and the live state of the key behind either comes from the key-state cache,
+so revoking a key stops it, and its tokens, on every replica within the cache's bound. A cold
+secret is throttled per lookup handle and peer, then verified against its argon2id hash in a
+bounded pool.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from identity.cache.verified import VerifiedCredentials
+from identity.credentials import CredentialStore
 from identity.crypto import apikeys
-from identity.crypto.hashing import SecretHasher
+from identity.crypto.hashing import Hasher
 from identity.domain.decisions import CredentialFacts, credential_denial, permission_denial
 from identity.domain.errors import IdentityError, Reason
 from identity.domain.model import Caller, KeyState
-from identity.store.database import Database
-from identity.store.repository import KeySecrets, Repository
-from identity.store.tokens import TokenRepository
+from identity.store.repository import KeySecrets
+from identity.throttle import AttemptThrottle
 from identity.tokens import TokenClaims, TokenCodec, invalid_token, looks_like_jwt
 
 INVALID_KEY_MESSAGE = "the API key is invalid"
@@ -28,17 +32,37 @@ def invalid_api_key() -> IdentityError:
     return IdentityError(Reason.INVALID_API_KEY, INVALID_KEY_MESSAGE)
 
 
-class Authenticator:
-    """Verifies API keys and tokens against the database."""
+def version_current(version: int, current: int, grace_until: datetime | None, now: datetime) -> bool:
+    """Whether secret ``version`` of a key still works: the current one, or the previous in its grace."""
+    if version == current:
+        return True
+    return version == current - 1 and grace_until is not None and grace_until > now
 
-    def __init__(self, db: Database, hasher: SecretHasher, codec: TokenCodec) -> None:
-        """Use ``db`` for lookups, ``hasher`` for secrets, ``codec`` for tokens."""
-        self._db = db
+
+class Authenticator:
+    """Verifies API keys and tokens: caches first, then the database and argon2id."""
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        hasher: Hasher,
+        codec: TokenCodec,
+        verified: VerifiedCredentials,
+        throttle: AttemptThrottle,
+    ) -> None:
+        """Read state from ``store``, hash with ``hasher``, sign with ``codec``; remember in ``verified``."""
+        self._store = store
         self._hasher = hasher
         self.codec = codec
+        self._verified = verified
+        self._throttle = throttle
 
-    def authenticate(self, credential: str | None, client_ip: str | None) -> Caller:
-        """Resolve a caller credential (API key or JWT) to its caller, or raise with the API.md reason."""
+    def authenticate(self, credential: str | None, client_ip: str | None, peer: str = "") -> Caller:
+        """Resolve a caller credential (API key or JWT) to its caller, or raise with the API.md reason.
+
+        ``client_ip`` is judged against the key's allowlist; failed attempts count against
+        ``peer`` (the address to throttle), or ``client_ip`` when no peer is given.
+        """
         if not credential:
             raise IdentityError(
                 Reason.MISSING_AUTHORIZATION,
@@ -46,11 +70,10 @@ class Authenticator:
             )
         expire_time: datetime | None
         if looks_like_jwt(credential):
-            claims = self.codec.verify(credential)
-            facts = self.token_facts(claims)
+            claims, facts = self.verify_token(credential)
             scopes, expire_time, kind = claims.scopes, claims.expire_time, "jwt"
         else:
-            facts = self.verify_api_key(credential)
+            facts = self.verify_api_key(credential, peer or client_ip or "")
             scopes, expire_time, kind = facts.key.scopes, facts.key.expire_time, "api_key"
         denial = credential_denial(facts, datetime.now(UTC), client_ip)
         if denial is not None:
@@ -66,45 +89,76 @@ class Authenticator:
             credential_expire_time=expire_time,
         )
 
-    def verify_api_key(self, plaintext: str) -> CredentialFacts:
-        """Find and verify a plaintext key; INVALID_API_KEY without saying what was wrong."""
+    def verify_api_key(self, plaintext: str, peer: str = "") -> CredentialFacts:
+        """Find and verify a plaintext key; INVALID_API_KEY without saying what was wrong.
+
+        Failed attempts count against the key's lookup handle and ``peer``; RATE_LIMITED once
+        either has failed too often, or when the argon2 pool is full.
+        """
         parsed = apikeys.parse(plaintext)
         if parsed is None:
             raise invalid_api_key()
-        with self._db.read() as session:
-            found = Repository(session).credential_by_lookup(parsed.lookup)
+        fingerprint = self._verified.fingerprint(plaintext)
+        known = self._verified.secret(fingerprint)
+        if known is not None:
+            facts = self._known_secret(*known)
+            if facts is not None:
+                return facts
+            self._verified.forget_secret(fingerprint)
+        self._throttle.check(parsed.lookup, peer)
+        found = self._store.by_lookup(parsed.lookup)
         # The hash work runs for unknown keys too, so timing does not tell them apart.
         version = self._matching_version(found[1] if found else None, parsed.secret)
-        if version is None or found is None:
+        if version is None or found is None or found[0].key.prefix != parsed.prefix:
+            self._throttle.failed(parsed.lookup, peer)
             raise invalid_api_key()
-        key, _, org, principal = found
-        if key.prefix != parsed.prefix:
-            raise invalid_api_key()
-        return CredentialFacts(key, org, principal, version)
+        live = found[0]
+        self._verified.remember_secret(fingerprint, live.key.id, version)
+        return CredentialFacts(live.key, live.organization, live.principal, version)
 
     def verify_password(self, principal_id: str, password: str) -> bool:
         """Whether ``password`` is the password of service account ``principal_id`` (constant work)."""
-        with self._db.read() as session:
-            stored = Repository(session).password_hash(principal_id)
-        return self._hasher.verify(stored, password)
+        return self._hasher.verify(self._store.password_hash(principal_id), password)
 
-    def token_facts(self, claims: TokenClaims) -> CredentialFacts:
-        """The live state behind a verified token; INVALID_TOKEN when it was revoked or outlived its key."""
+    def verify_token(self, token: str) -> tuple[TokenClaims, CredentialFacts]:
+        """A token's claims and the live state behind it; INVALID_TOKEN when revoked or outlived its key."""
+        claims = self.claims(token)
+        return claims, self._token_facts(claims)
+
+    def claims(self, token: str) -> TokenClaims:
+        """The claims of a token whose signature, headers, issuer, audience and times verify."""
+        fingerprint = self._verified.fingerprint(token)
+        claims = self._verified.token(fingerprint)
+        if claims is None:
+            claims = self.codec.verify(token)
+            self._verified.remember_token(fingerprint, claims)
+        return claims
+
+    def _token_facts(self, claims: TokenClaims) -> CredentialFacts:
         now = datetime.now(UTC)
-        with self._db.read() as session:
-            repo = Repository(session)
-            revoked = TokenRepository(session).is_revoked(claims.jti)
-            found = repo.key_with_secrets(claims.key_id)
-            org = repo.get_organization(claims.org_id)
-            principal = repo.get_principal(claims.subject)
-        if revoked or found is None or org is None or principal is None:
+        if self._store.token_revoked(claims.jti):
             raise invalid_token()
-        key, secrets = found
-        if key.state(now) is not KeyState.ACTIVE or key.org_id != org.id or principal.org_id != org.id:
+        live = self._store.live_key(claims.key_id, claims.subject)
+        if (
+            live is None
+            or live.key.org_id != claims.org_id
+            or live.principal.org_id != claims.org_id
+            or live.key.state(now) is not KeyState.ACTIVE
+        ):
             raise invalid_token()
-        if not _version_current(claims.key_version, secrets, now):
+        if not version_current(
+            claims.key_version, live.secret_version, live.key.previous_secret_expire_time, now
+        ):
             raise invalid_token("the token's key was rotated since it was minted")
-        return CredentialFacts(key, org, principal, claims.key_version)
+        return CredentialFacts(live.key, live.organization, live.principal, claims.key_version)
+
+    def _known_secret(self, key_id: str, version: int) -> CredentialFacts | None:
+        live = self._store.live_key(key_id)
+        if live is None or not version_current(
+            version, live.secret_version, live.key.previous_secret_expire_time, datetime.now(UTC)
+        ):
+            return None
+        return CredentialFacts(live.key, live.organization, live.principal, version)
 
     def _matching_version(self, secrets: KeySecrets | None, secret: str) -> int | None:
         if secrets is None:
@@ -112,23 +166,15 @@ class Authenticator:
             return None
         if self._hasher.verify(secrets.secret_hash, secret):
             return secrets.version
-        grace_until = secrets.previous_secret_expire_time
         if (
             secrets.previous_secret_hash is not None
-            and grace_until is not None
-            and grace_until > datetime.now(UTC)
+            and version_current(
+                secrets.version - 1, secrets.version, secrets.previous_secret_expire_time, datetime.now(UTC)
+            )
             and self._hasher.verify(secrets.previous_secret_hash, secret)
         ):
             return secrets.version - 1
         return None
-
-
-def _version_current(version: int, secrets: KeySecrets, now: datetime) -> bool:
-    """A token minted by the previous secret lives only as long as that secret's grace."""
-    if version == secrets.version:
-        return True
-    grace_until = secrets.previous_secret_expire_time
-    return version == secrets.version - 1 and grace_until is not None and grace_until > now
 
 
 def require_scope(caller: Caller, scope: str) -> None:

@@ -22,6 +22,8 @@ from identity.domain.model import AuditEvent, AuditOutcome, Caller, Origin, Requ
 from identity.domain.validation import Violations
 
 MAX_BATCH_ITEMS = 100
+# Not a judgment of the credential: the service could not decide now, so the RPC fails.
+UNDECIDED = (Reason.UNAVAILABLE, Reason.INTERNAL, Reason.RATE_LIMITED)
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,12 @@ class DecisionEngine:
         self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
     ) -> list[Decision]:
         try:
-            caller = self._authenticator.authenticate(credential, client_ip or None)
+            # Failures count against the end client when the request names one, else the caller.
+            caller = self._authenticator.authenticate(
+                credential, client_ip or None, client_ip or origin.client_ip
+            )
         except IdentityError as error:
-            if error.reason in (Reason.UNAVAILABLE, Reason.INTERNAL):
+            if error.reason in UNDECIDED:
                 raise
             decisions = [Decision(False, error.reason, error.message) for _ in items]
         else:

@@ -24,6 +24,13 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     log_level: str = "INFO"
     argon2: Argon2Profile = field(default_factory=Argon2Profile)
+    argon2_threads: int = 0  # 0: the cores each worker process may take, at least one
+    argon2_queue: int = 16
+    cache_entries: int = 200_000
+    # A lookup handle is one key: a person mistyping gets a few tries, a guesser almost none.
+    # A peer may front many clients (a gateway), so it gets more room.
+    failed_attempts_per_key: int = 10
+    failed_attempts_per_peer: int = 300
     kek: str = ""
     kek_file: str = "identity.kek"
     token_issuer: str = "identity"
@@ -50,6 +57,15 @@ class Settings:
                 time_cost=_int(env, "IDENTITY_ARGON2_TIME_COST", profile.time_cost),
                 parallelism=_int(env, "IDENTITY_ARGON2_PARALLELISM", profile.parallelism),
             ),
+            argon2_threads=_int(env, "IDENTITY_ARGON2_THREADS", defaults.argon2_threads),
+            argon2_queue=_int(env, "IDENTITY_ARGON2_QUEUE", defaults.argon2_queue),
+            cache_entries=_int(env, "IDENTITY_CACHE_ENTRIES", defaults.cache_entries),
+            failed_attempts_per_key=_int(
+                env, "IDENTITY_FAILED_ATTEMPTS_PER_KEY", defaults.failed_attempts_per_key
+            ),
+            failed_attempts_per_peer=_int(
+                env, "IDENTITY_FAILED_ATTEMPTS_PER_PEER", defaults.failed_attempts_per_peer
+            ),
             kek=env.get("IDENTITY_KEK", defaults.kek),
             kek_file=env.get("IDENTITY_KEK_FILE", defaults.kek_file),
             token_issuer=env.get("IDENTITY_TOKEN_ISSUER", defaults.token_issuer),
@@ -58,6 +74,11 @@ class Settings:
             audit_check_allows=env.get("IDENTITY_AUDIT_CHECK_ALLOWS", "false").lower()
             in ("1", "true", "yes"),
         )
+
+    @property
+    def argon2_pool_threads(self) -> int:
+        """argon2id hashes one process runs at once: as set, else its share of the cores."""
+        return self.argon2_threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields changed; None values are ignored (flags not given)."""

@@ -18,9 +18,14 @@ from identity.app.organizations import Organizations
 from identity.app.principals import Principals
 from identity.app.tokens import TokenExchange
 from identity.authz import Authenticator
+from identity.cache.states import KeyStateCache
+from identity.cache.verified import VerifiedCredentials
+from identity.changefeed import ChangeFeed
 from identity.checks import DecisionEngine
 from identity.config import Settings
+from identity.credentials import CredentialStore
 from identity.crypto.hashing import SecretHasher
+from identity.crypto.pool import BoundedHasher
 from identity.crypto.signing import load_kek
 from identity.keyring import Keyring
 from identity.services.audit import AuditServicer
@@ -32,6 +37,8 @@ from identity.services.organizations import OrganizationServicer
 from identity.services.principals import PrincipalServicer
 from identity.services.tokens import TokenServicer
 from identity.store.database import Database
+from identity.store.notifications import change_waiter
+from identity.throttle import AttemptThrottle
 from identity.tokens import TokenCodec
 from identity.v1 import (
     audit_service_pb2,
@@ -73,13 +80,21 @@ class IdentityServer:
         ``reuse_port`` lets several worker processes share one listening port (SO_REUSEPORT).
         """
         self.db = db
-        hasher = SecretHasher(settings.argon2)
         self._stopping = threading.Event()
+        hasher = BoundedHasher(
+            SecretHasher(settings.argon2), settings.argon2_pool_threads, settings.argon2_queue
+        )
         audit = AuditLog(db)
         self.writer = BackgroundWriter(db)
+        cache = KeyStateCache(settings.cache_entries)
+        self.feed = ChangeFeed(db, cache, change_waiter(db.engine.url))
         keyring = Keyring(db, load_kek(settings.kek, settings.kek_file), settings.signing_algorithm)
         authenticator = Authenticator(
-            db, hasher, TokenCodec(keyring, settings.token_issuer, settings.token_audiences)
+            CredentialStore(db, cache),
+            hasher,
+            TokenCodec(keyring, settings.token_issuer, settings.token_audiences),
+            VerifiedCredentials(settings.cache_entries),
+            AttemptThrottle(settings.failed_attempts_per_key, settings.failed_attempts_per_peer),
         )
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
@@ -97,7 +112,7 @@ class IdentityServer:
             PrincipalServicer(Principals(db, hasher)), server
         )
         key_service_pb2_grpc.add_KeyServiceServicer_to_server(
-            KeyServicer(Keys(db, hasher), self._stopping), server
+            KeyServicer(Keys(db, hasher), self.feed), server
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit), server)
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
@@ -124,7 +139,8 @@ class IdentityServer:
         return port
 
     def start(self) -> None:
-        """Start serving and reporting health."""
+        """Start following the change log, serving, and reporting health."""
+        self.feed.start()
         self.grpc_server.start()
         self.writer.start()
         self._set_health(self.db.ping())
@@ -134,6 +150,7 @@ class IdentityServer:
         """Drain: report NOT_SERVING, end watch streams, let in-flight calls finish within ``grace``."""
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        self.feed.stop()  # ends watch streams; the cache then ages out and calls read the database
         self.grpc_server.stop(grace).wait()
         self.writer.stop()  # after the last call: batched audit events and last-used times are flushed
         self.db.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from identity.app.keys import IssuedKey, Keys, KeySpec
 from identity.app.organizations import Organizations
 from identity.app.principals import Principals
-from identity.crypto.hashing import SecretHasher
+from identity.crypto.hashing import Hasher
 from identity.domain.errors import failed_precondition
 from identity.domain.model import Caller, PrincipalKind, RequestInfo
 from identity.store.database import Database
@@ -16,7 +16,7 @@ SYSTEM = RequestInfo(
 )
 
 
-def bootstrap(db: Database, hasher: SecretHasher) -> IssuedKey:
+def bootstrap(db: Database, hasher: Hasher) -> IssuedKey:
     """Create the platform organization and a platform key (scope ``*``, no expiry), once per database."""
     with db.read() as session:
         if Repository(session).platform_organization() is not None:

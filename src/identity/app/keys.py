@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from identity.app.common import audit_event, utcnow, visible_organization
 from identity.crypto import apikeys
-from identity.crypto.hashing import SecretHasher
+from identity.crypto.hashing import Hasher
 from identity.domain.errors import IdentityError, Reason, failed_precondition, invalid, not_found
 from identity.domain.keyrules import check_kind_scopes, check_no_escalation, expiry, grace_period
 from identity.domain.model import (
@@ -85,7 +85,7 @@ def _check_grants(
 class Keys:
     """The key lifecycle."""
 
-    def __init__(self, db: Database, hasher: SecretHasher) -> None:
+    def __init__(self, db: Database, hasher: Hasher) -> None:
         """Work against ``db``; hash secrets with ``hasher``."""
         self._db = db
         self._hasher = hasher

@@ -7,7 +7,7 @@ from typing import Any
 
 from identity.app.common import audit_event, utcnow, visible_organization
 from identity.domain.errors import IdentityError, Reason
-from identity.domain.model import KeyPolicy, Organization, OrganizationState, RequestInfo
+from identity.domain.model import ChangeSubject, KeyPolicy, Organization, OrganizationState, RequestInfo
 from identity.domain.paging import decode_token, encode_token, page
 from identity.domain.validation import MAX_NAME, Violations, validate_page_size, validate_policy
 from identity.ids import new_id
@@ -83,6 +83,7 @@ class Organizations:
             validate_policy(policy, "organization.key_policy")
             updated = replace(org, **changes, key_policy=policy, update_time=utcnow())
             repo.save_organization(updated)
+            repo.add_dependency_change(ChangeSubject.ORGANIZATION, org.id, org.id, updated.update_time)
             fields = ",".join(sorted([*changes, *(f"key_policy.{k}" for k in policy_changes)]))
             repo.add_audit_event(
                 audit_event(info, "organization.update", org.id, org.id, details={"fields": fields})

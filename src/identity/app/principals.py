@@ -6,9 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 from identity.app.common import audit_event, utcnow, visible_organization
-from identity.crypto.hashing import SecretHasher
+from identity.crypto.hashing import Hasher
 from identity.domain.errors import failed_precondition, invalid, not_found
-from identity.domain.model import Principal, PrincipalKind, PrincipalState, RequestInfo
+from identity.domain.model import ChangeSubject, Principal, PrincipalKind, PrincipalState, RequestInfo
 from identity.domain.paging import decode_time_mark, encode_time_mark, page
 from identity.domain.validation import MAX_NAME, Violations, validate_page_size
 from identity.ids import new_id
@@ -33,7 +33,7 @@ def visible_principal(repo: Repository, info: RequestInfo, principal_id: str, fi
 class Principals:
     """Create, read, list and change principals."""
 
-    def __init__(self, db: Database, hasher: SecretHasher) -> None:
+    def __init__(self, db: Database, hasher: Hasher) -> None:
         """Work against ``db``; hash passwords with ``hasher``."""
         self._db = db
         self._hasher = hasher
@@ -100,6 +100,9 @@ class Principals:
                 raise failed_precondition("a caller cannot disable its own principal")
             updated = replace(principal, **changes, update_time=utcnow())
             repo.save_principal(updated)
+            repo.add_dependency_change(
+                ChangeSubject.PRINCIPAL, principal.org_id, principal.id, updated.update_time
+            )
             repo.add_audit_event(
                 audit_event(
                     info,

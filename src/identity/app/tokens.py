@@ -65,16 +65,15 @@ class TokenExchange:
                 )
             return facts
 
-        verify = functools.partial(self._authenticator.verify_api_key, api_key)
+        verify = functools.partial(self._authenticator.verify_api_key, api_key, origin.client_ip)
         return self._exchange("v2", origin, "", verify, options, needs_no_key_id)
 
     def exchange_api_key_with_id(
         self, origin: Origin, key_id: str, api_key: str, options: TokenOptions
     ) -> IssuedToken:
         """v3: the key id and the key; both must match."""
-        return self._exchange(
-            "v3", origin, key_id, functools.partial(self._verify_pair, key_id, api_key), options
-        )
+        verify = functools.partial(self._verify_pair, key_id, api_key, origin.client_ip)
+        return self._exchange("v3", origin, key_id, verify, options)
 
     def exchange_client_credentials(
         self,
@@ -94,7 +93,7 @@ class TokenExchange:
                 raise invalid_api_key()
             return facts
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret)
+        verify = functools.partial(self._verify_pair, client_id, client_secret, origin.client_ip)
         return self._exchange("client_credentials", origin, client_id, verify, options, in_workspace)
 
     def exchange_password(
@@ -115,14 +114,13 @@ class TokenExchange:
                 raise invalid_api_key()
             return CredentialFacts(facts.key, facts.organization, account, facts.secret_version)
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret)
+        verify = functools.partial(self._verify_pair, client_id, client_secret, origin.client_ip)
         return self._exchange("v1", origin, client_id, verify, TokenOptions(), as_account)
 
     def introspect(self, token: str) -> TokenClaims | None:
         """The claims of a token that is valid now, or None (RFC 7662 says nothing of why)."""
         try:
-            claims = self._codec.verify(token)
-            facts = self._authenticator.token_facts(claims)
+            claims, facts = self._authenticator.verify_token(token)
         except IdentityError as error:
             if error.reason is Reason.UNAVAILABLE:
                 raise
@@ -134,13 +132,15 @@ class TokenExchange:
     def revoke(self, token: str) -> None:
         """Revoke a token by its ``jti``. As RFC 7009 asks, an invalid token is no error."""
         try:
-            claims = self._codec.verify(token)
+            claims = self._authenticator.claims(token)
         except IdentityError as error:
             if error.reason is Reason.UNAVAILABLE:
                 raise
             return
         with self._db.write() as session:
-            TokenRepository(session).revoke_token(claims.jti, claims.expire_time, datetime.now(UTC))
+            TokenRepository(session).revoke_token(
+                claims.jti, claims.org_id, claims.expire_time, datetime.now(UTC)
+            )
 
     def rotate_signing_key(self, info: RequestInfo, algorithm: str) -> tuple[str, str]:
         """Make a new signing key current (platform credential only); return its kid and algorithm."""
@@ -165,11 +165,11 @@ class TokenExchange:
         """The JWK Set of every published public key, as JSON."""
         return json.dumps(self._keyring.jwks(), separators=(",", ":"))
 
-    def _verify_pair(self, key_id: str, api_key: str) -> CredentialFacts:
+    def _verify_pair(self, key_id: str, api_key: str, peer: str) -> CredentialFacts:
         problems = Violations()
         problems.text("key_id", key_id, max_length=64, required=True)
         problems.raise_if_any()
-        facts = self._authenticator.verify_api_key(api_key)
+        facts = self._authenticator.verify_api_key(api_key, peer)
         if facts.key.id != key_id:
             raise invalid_api_key()
         return facts
@@ -255,12 +255,7 @@ class TokenExchange:
             reason=error.reason.value if error else "",
             details={"flow": flow, **({"deprecated": "true"} if flow == "v1" else {})},
         )
-        try:
-            with self._db.write() as session:
-                Repository(session).add_audit_event(event)
-        except IdentityError:
-            if error is None:
-                raise
+        self._writer.record(event)
 
 
 def _lifetime(requested: timedelta) -> timedelta:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -15,6 +16,18 @@ class Argon2Profile:
     memory_kib: int = 19 * 1024
     time_cost: int = 2
     parallelism: int = 1
+
+
+class Hasher(Protocol):
+    """What the use cases need of argon2id: hash a new secret, verify a presented one."""
+
+    def hash(self, secret: str) -> str:
+        """Return the PHC-encoded hash of ``secret``."""
+        ...
+
+    def verify(self, encoded: str | None, secret: str) -> bool:
+        """Whether ``secret`` matches ``encoded``; with None, spend the same time and say no."""
+        ...
 
 
 class SecretHasher:

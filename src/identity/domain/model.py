@@ -158,6 +158,25 @@ class Key:
         return KeyState.ACTIVE
 
 
+class ChangeSubject(StrEnum):
+    """What a change-log entry is about: a key, or something a key's use depends on."""
+
+    KEY = "key"
+    ORGANIZATION = "organization"
+    PRINCIPAL = "principal"
+    TOKEN = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-log entry as a cache sees it: what to forget, or (a token) what to refuse."""
+
+    cursor: int
+    subject: ChangeSubject
+    subject_id: str
+    expire_time: datetime | None = None  # a revoked token's own expiry
+
+
 @dataclass(frozen=True)
 class KeyEvent:
     """One entry of the key change log."""

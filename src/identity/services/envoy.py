@@ -54,17 +54,22 @@ def _allowed(principal_id: str, org_id: str, key_id: str, headers: dict[str, str
     )
 
 
+# HTTP status and gRPC code of a denial, by the status its reason travels with; others are 403.
+_DENIALS = {
+    "UNAUTHENTICATED": (http_status_pb2.Unauthorized, code_pb2.UNAUTHENTICATED),
+    "RESOURCE_EXHAUSTED": (http_status_pb2.TooManyRequests, code_pb2.RESOURCE_EXHAUSTED),
+}
+
+
 def _denied(reason: Reason, message: str) -> pb.CheckResponse:
-    unauthenticated = STATUS_OF_REASON.get(reason) == "UNAUTHENTICATED"
+    http_code, grpc_code = _DENIALS.get(
+        STATUS_OF_REASON[reason], (http_status_pb2.Forbidden, code_pb2.PERMISSION_DENIED)
+    )
     body = json.dumps({"success": False, "error": message, "code": reason.value})
     return pb.CheckResponse(
-        status=status_pb2.Status(
-            code=code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED, message=message
-        ),
+        status=status_pb2.Status(code=grpc_code, message=message),
         denied_response=pb.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(
-                code=http_status_pb2.Unauthorized if unauthenticated else http_status_pb2.Forbidden
-            ),
+            status=http_status_pb2.HttpStatus(code=http_code),
             headers=[
                 base_pb2.HeaderValueOption(
                     header=base_pb2.HeaderValue(key="content-type", value="application/json")
@@ -94,7 +99,12 @@ class EnvoyAuthorizationServicer(pb_grpc.AuthorizationServicer):  # type: ignore
         item = CheckItem(tuple(permission.split()), resource)
         client_ip = attributes.source.address.socket_address.address
         origin = Origin(peer=client_ip, client_ip=client_ip, user_agent=headers.get("user-agent", ""))
-        decision = self._engine.check(_credential(headers), item, client_ip, origin)
+        try:
+            decision = self._engine.check(_credential(headers), item, client_ip, origin)
+        except IdentityError as error:
+            if error.reason is not Reason.RATE_LIMITED:
+                raise
+            return _denied(error.reason, error.message)  # a gateway answers 429, so clients back off
         if decision.allowed:
             return _allowed(decision.principal_id, decision.org_id, decision.key_id, headers)
         return _denied(decision.reason, decision.message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +9,7 @@ import grpc
 
 from identity.app.common import utcnow
 from identity.app.keys import Keys, KeySpec
+from identity.changefeed import ChangeFeed
 from identity.domain.model import KeyKind
 from identity.services.convert import (
     KEY_EVENT_TYPES,
@@ -27,16 +27,17 @@ from identity.services.masks import mask_paths
 from identity.v1 import key_service_pb2 as pb
 from identity.v1 import key_service_pb2_grpc as pb_grpc
 
-WATCH_POLL_SECONDS = 0.5
+# How often a stream looks at the log even when the change feed reports nothing (a safety net).
+WATCH_POLL_SECONDS = 1.0
 
 
 class KeyServicer(pb_grpc.KeyServiceServicer):
     """Serves KeyService over the Keys use cases."""
 
-    def __init__(self, keys: Keys, stopping: threading.Event) -> None:
-        """Serve ``keys``; open watch streams end when ``stopping`` is set."""
+    def __init__(self, keys: Keys, feed: ChangeFeed) -> None:
+        """Serve ``keys``; watch streams follow ``feed`` and end when it stops."""
         self._keys = keys
-        self._stopping = stopping
+        self._feed = feed
 
     def CreateKey(self, request: pb.CreateKeyRequest, context: grpc.ServicerContext) -> pb.CreateKeyResponse:
         """Create a key and return its plaintext once."""
@@ -132,10 +133,11 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
     def WatchKeyEvents(
         self, request: pb.WatchKeyEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchKeyEventsResponse]:
-        """Stream key changes after the cursor, polling the shared change log for new ones."""
+        """Stream key changes after the cursor, reading the log again whenever the change feed moves."""
         self._keys.check_watch(current_request(), request.org_id, request.after_cursor)
         cursor = request.after_cursor
-        while context.is_active() and not self._stopping.is_set():
+        while context.is_active() and not self._feed.stopped:
+            seen = self._feed.cursor  # before the read: a change landing during it wakes the wait below
             events = self._keys.changes_after(request.org_id, cursor)
             now = utcnow()
             for event in events:
@@ -149,4 +151,4 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
                     )
                 )
             if not events:
-                self._stopping.wait(WATCH_POLL_SECONDS)
+                self._feed.wait_beyond(seen, WATCH_POLL_SECONDS)

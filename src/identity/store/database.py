@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -19,6 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from identity.domain.errors import unavailable
 
 log = logging.getLogger(__name__)
+
+# Set on a session that appended to the change log; its commit runs the after-change hooks.
+_CHANGED = "identity_change_logged"
+
+
+def note_change(session: Session) -> None:
+    """Mark ``session`` as having appended to the change log (see :meth:`Database.after_change`)."""
+    session.info[_CHANGED] = True
 
 
 def make_engine(url: str) -> Engine:
@@ -65,6 +73,15 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(self.engine.execution_options(immediate=True), expire_on_commit=False)
+        self._after_change: list[Callable[[], None]] = []
+
+    def after_change(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after every commit that appended to the change log, before ``write()`` returns.
+
+        The server catches its caches up this way, so a change is honoured by the replica that
+        made it before the RPC that made it answers. A hook must not raise.
+        """
+        self._after_change.append(hook)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -75,8 +92,12 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; on SQLite it holds the write lock from its first statement."""
-        with self._guard(), self._writers() as session, session.begin():
-            yield session
+        with self._guard(), self._writers() as session:
+            with session.begin():
+                yield session
+            if session.info.get(_CHANGED):
+                for hook in self._after_change:
+                    hook()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -14,6 +14,8 @@ from identity.crypto.apikeys import display_prefix
 from identity.domain.model import (
     AuditEvent,
     AuditOutcome,
+    Change,
+    ChangeSubject,
     Key,
     KeyEvent,
     KeyEventType,
@@ -27,6 +29,7 @@ from identity.domain.model import (
     PrincipalState,
     ResourceRef,
 )
+from identity.store.database import note_change
 from identity.store.models import (
     ApiKeyRow,
     AuditEventRow,
@@ -35,6 +38,13 @@ from identity.store.models import (
     OrganizationRow,
     PrincipalRow,
 )
+
+# PostgreSQL: change-log writers take this transaction lock before they draw a cursor, so cursors
+# commit in the order they were drawn and a reader following the log never skips one.
+CHANGE_LOG_LOCK = 0x1DE_C4A6
+# PostgreSQL: committed change-log writes notify this channel, waking followers early.
+CHANGE_CHANNEL = "identity_changes"
+_KEY_EVENT_TYPES = tuple(t.value for t in KeyEventType)
 
 
 @dataclass(frozen=True)
@@ -288,21 +298,28 @@ class Repository:
             CreateKeyRequestRow(org_id=org_id, request_id=request_id, key_id=key_id, create_time=now)
         )
 
-    # Key change log
+    # Key change log: every key change, and every change of what a key's use depends on
+    # (organization, principal, a revoked token), in the transaction of the change itself.
 
     def add_key_change(self, event_type: KeyEventType, key: Key, now: datetime) -> None:
-        """Append to the key change log (same transaction as the change itself)."""
-        self.session.add(
-            KeyChangeRow(
-                org_id=key.org_id, key_id=key.id, type=event_type.value, time=now, snapshot=key_to_json(key)
-            )
-        )
+        """Log a key change with the key's new snapshot (WatchKeyEvents streams these)."""
+        log_change(self.session, event_type.value, key.org_id, key.id, key_to_json(key), now)
+
+    def add_dependency_change(
+        self, subject: ChangeSubject, org_id: str, subject_id: str, now: datetime
+    ) -> None:
+        """Log that an organization or principal changed, so every replica forgets what it cached."""
+        log_change(self.session, subject.value, org_id, "", {"id": subject_id}, now)
 
     def key_changes_after(self, org_id: str, cursor: int, limit: int) -> list[KeyEvent]:
-        """An organization's key changes after ``cursor``, in cursor order."""
+        """An organization's key events after ``cursor``, in cursor order."""
         query = (
             select(KeyChangeRow)
-            .where(KeyChangeRow.org_id == org_id, KeyChangeRow.cursor > cursor)
+            .where(
+                KeyChangeRow.org_id == org_id,
+                KeyChangeRow.cursor > cursor,
+                KeyChangeRow.type.in_(_KEY_EVENT_TYPES),
+            )
             .order_by(KeyChangeRow.cursor)
             .limit(limit)
         )
@@ -311,26 +328,30 @@ class Repository:
             for r in self.session.scalars(query)
         ]
 
+    def changes_after(self, cursor: int, limit: int) -> list[Change]:
+        """Every change after ``cursor`` across organizations, in cursor order, as caches see them."""
+        query = (
+            select(KeyChangeRow.cursor, KeyChangeRow.type, KeyChangeRow.key_id, KeyChangeRow.snapshot)
+            .where(KeyChangeRow.cursor > cursor)
+            .order_by(KeyChangeRow.cursor)
+            .limit(limit)
+        )
+        return [_change(*row) for row in self.session.execute(query)]
+
+    def head_cursor(self) -> int:
+        """The newest cursor of the change log (0 when it is empty)."""
+        return int(self.session.scalar(select(func.max(KeyChangeRow.cursor))) or 0)
+
     # Audit
 
     def add_audit_event(self, event: AuditEvent) -> None:
         """Insert an audit event."""
-        self.session.add(
-            AuditEventRow(
-                id=event.id,
-                time=event.time,
-                org_id=event.org_id,
-                actor_principal_id=event.actor_principal_id,
-                actor_key_id=event.actor_key_id,
-                action=event.action,
-                target=event.target,
-                outcome=event.outcome.value,
-                reason=event.reason,
-                peer=event.peer[:128],
-                user_agent=event.user_agent[:256],
-                details=dict(event.details),
-            )
-        )
+        self.add_audit_events([event])
+
+    def add_audit_events(self, events: list[AuditEvent]) -> None:
+        """Insert audit events in one batched statement."""
+        if events:
+            self.session.execute(insert(AuditEventRow), [_audit_row(e) for e in events])
 
     def list_audit_events(self, where: AuditFilter, before_id: str | None, limit: int) -> list[AuditEvent]:
         """Audit events newest first (ids are time-ordered), before ``before_id``."""
@@ -360,6 +381,43 @@ class Repository:
             query = query.where(AuditEventRow.time < where.end_time)
         rows = self.session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit))
         return [_audit(r) for r in rows]
+
+
+def log_change(
+    session: Session, change_type: str, org_id: str, key_id: str, snapshot: dict[str, Any], now: datetime
+) -> None:
+    """Append one row to the change log inside ``session``'s transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.flush()  # the rest of the transaction's writes first: the lock is held only to commit
+        session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": CHANGE_LOG_LOCK})
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGE_CHANNEL})
+    session.add(KeyChangeRow(org_id=org_id, key_id=key_id, type=change_type, time=now, snapshot=snapshot))
+    note_change(session)
+
+
+def _change(cursor: int, change_type: str, key_id: str, snapshot: dict[str, Any]) -> Change:
+    if change_type in _KEY_EVENT_TYPES:
+        return Change(cursor, ChangeSubject.KEY, key_id)
+    subject = ChangeSubject(change_type)
+    expires = snapshot.get("expire_time")
+    return Change(cursor, subject, snapshot["id"], datetime.fromisoformat(expires) if expires else None)
+
+
+def _audit_row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": event.time,
+        "org_id": event.org_id,
+        "actor_principal_id": event.actor_principal_id,
+        "actor_key_id": event.actor_key_id,
+        "action": event.action,
+        "target": event.target,
+        "outcome": event.outcome.value,
+        "reason": event.reason,
+        "peer": event.peer[:128],
+        "user_agent": event.user_agent[:256],
+        "details": dict(event.details),
+    }
 
 
 def _after(

@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from identity.domain.model import ChangeSubject
 from identity.store.models import RevokedTokenRow, SigningKeyRow
+from identity.store.repository import log_change
 
 
 class TokenRepository:
@@ -54,12 +56,21 @@ class TokenRepository:
             )
         )
 
-    def revoke_token(self, jti: str, expire_time: datetime, now: datetime) -> None:
-        """Record a revoked token id (once; revoking twice changes nothing)."""
+    def revoke_token(self, jti: str, org_id: str, expire_time: datetime, now: datetime) -> None:
+        """Record a revoked token id (once; revoking twice changes nothing) and log it for every replica."""
         if self.session.get(RevokedTokenRow, jti) is None:
             self.session.add(RevokedTokenRow(jti=jti, expire_time=expire_time, revoke_time=now))
+            snapshot = {"id": jti, "expire_time": expire_time.isoformat()}
+            log_change(self.session, ChangeSubject.TOKEN.value, org_id, "", snapshot, now)
         # Rows of tokens that expired anyway no longer matter.
         self.session.execute(delete(RevokedTokenRow).where(RevokedTokenRow.expire_time < now))
+
+    def revoked_tokens(self, now: datetime) -> dict[str, datetime]:
+        """Every revoked token that has not expired yet: its id and expiry."""
+        query = select(RevokedTokenRow.jti, RevokedTokenRow.expire_time).where(
+            RevokedTokenRow.expire_time >= now
+        )
+        return {jti: expire_time for jti, expire_time in self.session.execute(query)}
 
     def is_revoked(self, jti: str) -> bool:
         """Whether the token with this id was revoked."""

@@ -1,0 +1,1 @@
+"""In-memory caches of the hot path: verified credentials and the live state behind them."""

@@ -1,0 +1,127 @@
+"""The key-state cache: keys, organizations and principals as the database last said.
+
+Kept true by the change log (see :mod:`identity.changefeed`): every applied change drops what
+it touched, and the cache answers only while the feed is fresh, i.e. it caught up with the log
+less than ``FRESHNESS_SECONDS`` ago. So a revocation on any replica is honoured here within
+that bound, and a replica cut off from the database stops trusting its cache instead of
+serving stale allows.
+
+A fill races invalidations: a request may read a key just before a revocation commits and
+store it just after the revocation was applied. Every fill therefore carries the cache's
+*generation* from before its database read; any invalidation bumps the generation, and a fill
+whose generation is no longer current is dropped instead of stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from identity.cache.bounded import BoundedCache
+from identity.domain.model import Change, ChangeSubject, Key, Organization, Principal
+
+# The invalidation bound: how long after its last catch-up with the change log the cache is trusted.
+FRESHNESS_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKey:
+    """A key as it stands, its current secret version, and what its use depends on."""
+
+    key: Key
+    secret_version: int
+    organization: Organization
+    principal: Principal
+
+
+class KeyStateCache:
+    """Bounded maps of keys (with secret version), organizations and principals, plus revoked tokens."""
+
+    def __init__(self, max_entries: int, freshness_seconds: float = FRESHNESS_SECONDS) -> None:
+        """Hold up to ``max_entries`` of each kind; trust them ``freshness_seconds`` past a catch-up."""
+        self._lock = threading.Lock()
+        self._freshness = freshness_seconds
+        self._fresh_until = float("-inf")
+        self._generation = 0
+        self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
+        self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
+        self._principals: BoundedCache[str, Principal] = BoundedCache(max_entries)
+        self._revoked: dict[str, datetime] = {}
+
+    @property
+    def generation(self) -> int:
+        """Take this before a database read whose result will be offered to :meth:`put`."""
+        return self._generation
+
+    def fresh(self) -> bool:
+        """Whether the cache caught up with the change log recently enough to be trusted."""
+        return time.monotonic() < self._fresh_until
+
+    def get(self, key_id: str, principal_id: str = "") -> LiveKey | None:
+        """The cached state of a key with its organization and principal (the key's own by default).
+
+        None when any part is missing or the cache is not fresh.
+        """
+        with self._lock:
+            if time.monotonic() >= self._fresh_until:
+                return None
+            held = self._keys.get(key_id)
+            if held is None:
+                return None
+            key, version = held
+            org = self._orgs.get(key.org_id)
+            principal = self._principals.get(principal_id or key.principal_id)
+        if org is None or principal is None:
+            return None
+        return LiveKey(key, version, org, principal)
+
+    def put(self, generation: int, live: LiveKey) -> None:
+        """Store what a database read found, unless an invalidation happened since ``generation``."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._keys.put(live.key.id, (live.key, live.secret_version))
+            self._orgs.put(live.organization.id, live.organization)
+            self._principals.put(live.principal.id, live.principal)
+
+    def token_revoked(self, jti: str) -> bool | None:
+        """Whether the token was revoked; None when the cache is not fresh enough to say."""
+        if not self.fresh():
+            return None
+        return jti in self._revoked
+
+    def reset(self, revoked: Mapping[str, datetime], as_of: float) -> None:
+        """Start over from the database's view at ``as_of``: nothing cached, these tokens revoked."""
+        with self._lock:
+            self._generation += 1
+            for cache in (self._keys, self._orgs, self._principals):
+                cache.clear()
+            self._revoked = dict(revoked)
+            self._fresh_until = as_of + self._freshness
+
+    def apply(self, changes: Sequence[Change], caught_up_at: float | None) -> None:
+        """Forget what ``changes`` touched; when ``caught_up_at`` is given, trust the cache from then."""
+        with self._lock:
+            if changes:
+                self._generation += 1
+            for change in changes:
+                if change.subject is ChangeSubject.KEY:
+                    self._keys.pop(change.subject_id)
+                elif change.subject is ChangeSubject.ORGANIZATION:
+                    self._orgs.pop(change.subject_id)
+                elif change.subject is ChangeSubject.PRINCIPAL:
+                    self._principals.pop(change.subject_id)
+                elif change.expire_time is not None:
+                    self._revoked[change.subject_id] = change.expire_time
+            if changes:
+                self._forget_expired_revocations()
+            if caught_up_at is not None:
+                self._fresh_until = caught_up_at + self._freshness
+
+    def _forget_expired_revocations(self) -> None:
+        now = datetime.now(UTC)
+        for jti in [jti for jti, expires in self._revoked.items() if expires < now]:
+            del self._revoked[jti]

@@ -1,0 +1,62 @@
+"""Where the facts behind a credential come from: the key-state cache, else the database."""
+
+from __future__ import annotations
+
+from identity.cache.states import KeyStateCache, LiveKey
+from identity.store.database import Database
+from identity.store.repository import KeySecrets, Repository
+from identity.store.tokens import TokenRepository
+
+
+class CredentialStore:
+    """Reads keys, organizations, principals and token revocations, through the cache."""
+
+    def __init__(self, db: Database, cache: KeyStateCache) -> None:
+        """Read from ``cache`` while it is fresh, else from ``db`` (filling the cache)."""
+        self._db = db
+        self._cache = cache
+
+    def live_key(self, key_id: str, principal_id: str = "") -> LiveKey | None:
+        """A key as it stands, with its organization and a principal (the key's own by default)."""
+        cached = self._cache.get(key_id, principal_id)
+        if cached is not None:
+            return cached
+        generation = self._cache.generation
+        with self._db.read() as session:
+            repo = Repository(session)
+            found = repo.key_with_secrets(key_id)
+            if found is None:
+                return None
+            key, secrets = found
+            org = repo.get_organization(key.org_id)
+            principal = repo.get_principal(principal_id or key.principal_id)
+        if org is None or principal is None:
+            return None
+        live = LiveKey(key, secrets.version, org, principal)
+        self._cache.put(generation, live)
+        return live
+
+    def by_lookup(self, lookup: str) -> tuple[LiveKey, KeySecrets] | None:
+        """The key with this lookup handle and the hashes a presented secret may match (one read)."""
+        generation = self._cache.generation
+        with self._db.read() as session:
+            found = Repository(session).credential_by_lookup(lookup)
+        if found is None:
+            return None
+        key, secrets, org, principal = found
+        live = LiveKey(key, secrets.version, org, principal)
+        self._cache.put(generation, live)
+        return live, secrets
+
+    def token_revoked(self, jti: str) -> bool:
+        """Whether the token with this id was revoked."""
+        cached = self._cache.token_revoked(jti)
+        if cached is not None:
+            return cached
+        with self._db.read() as session:
+            return TokenRepository(session).is_revoked(jti)
+
+    def password_hash(self, principal_id: str) -> str | None:
+        """A service account's password hash, or None (never cached)."""
+        with self._db.read() as session:
+            return Repository(session).password_hash(principal_id)
