@@ -8,6 +8,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -29,10 +30,14 @@ TEST_ARGON2 = Argon2Profile(memory_kib=8 * 1024, time_cost=1, parallelism=1)
 TEST_KEK = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a uniquely named PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
+DATABASE_KINDS = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def fresh_database(kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a new, empty database of ``kind``: a SQLite file, or a uniquely named PostgreSQL
+    database dropped afterwards (skips the test when PostgreSQL is not configured)."""
+    if kind == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'identity.db'}"
         return
     base = os.environ.get(PG_ENV)
@@ -48,6 +53,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=DATABASE_KINDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a uniquely named PostgreSQL database dropped afterwards."""
+    with fresh_database(request.param, tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture
