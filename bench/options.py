@@ -100,7 +100,9 @@ def parse(argv: list[str] | None = None) -> Options:
         epilog=CASE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgresql"), default="sqlite", help="(default sqlite)"
+    )
     parser.add_argument(
         "--database-url",
         default=DEFAULT_POSTGRESQL_URL,
