@@ -1,1 +1,1 @@
-"""Benchmarks: run each as a module from the repository root, e.g. python -m bench.exchange."""
+"""The benchmark suite: ``python -m bench`` (``--help`` lists the options and cases)."""

@@ -1,0 +1,180 @@
+"""The servers under test, each in processes of its own: the empty baseline and identity itself."""
+
+from __future__ import annotations
+
+import base64
+import multiprocessing
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.rpc import EMPTY_SERVICE, BenchError
+
+THREADS = 32  # what an identity worker runs (IDENTITY_THREADS' default)
+START_SECONDS = 60.0
+STOP_SECONDS = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve_empty(port: int, ready: Connection) -> None:
+    handler = grpc.method_handlers_generic_handler(
+        EMPTY_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=THREADS), options=[("grpc.so_reuseport", 1)])
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    ready.send(bound)
+    server.wait_for_termination()  # until SIGTERM ends the process
+
+
+@contextmanager
+def empty_server(workers: int) -> Iterator[int]:
+    """The baseline: ``workers`` processes serving an empty grpcio handler on one port; yield the port.
+
+    Each process is built as an identity worker is (a 32-thread pool, SO_REUSEPORT), so the
+    difference between the two is the identity service's own work.
+    """
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    try:
+        for _ in range(workers):
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_serve_empty, args=(port, send), daemon=True)
+            process.start()
+            processes.append(process)
+            if not receive.poll(START_SECONDS) or receive.recv() != port:
+                raise BenchError(f"an empty-handler worker could not serve on port {port}")
+        yield port
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(STOP_SECONDS)
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``address`` answers health SERVING; fail if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BenchError(f"the identity server exited with status {process.returncode}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise BenchError(f"the identity server did not report SERVING within {timeout:.0f} s")
+
+
+@dataclass(frozen=True)
+class IdentityProcess:
+    """A running ``identity serve``: where it listens and its process."""
+
+    port: int
+    workers: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve calls: the serve process itself with one worker, else its workers."""
+        if self.workers <= 1:
+            return [self.process.pid]
+        return spawned_children(self.process.pid)
+
+
+def identity_command() -> str:
+    """The ``identity`` console script of the interpreter running the benchmark."""
+    path = Path(sys.executable).parent / "identity"
+    if not path.exists():
+        raise SystemExit(f"bench: {path} not found; install the project first: pip install -e '.[dev]'")
+    return str(path)
+
+
+def new_kek() -> str:
+    """A random key-encryption key, base64 of 32 bytes, for one benchmark run."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@contextmanager
+def identity_server(database_url: str, workers: int, kek: str, log_path: Path) -> Iterator[IdentityProcess]:
+    """Run ``identity serve --workers N`` on a free port until the block ends (then SIGTERM, wait).
+
+    The server gets a clean environment: every inherited ``IDENTITY_*`` variable is dropped, so
+    it runs the production defaults (argon2id profile included) plus the database, the KEK and
+    log level WARNING. Its output goes to ``log_path``.
+    """
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("IDENTITY_")}
+    env.update(IDENTITY_DATABASE_URL=database_url, IDENTITY_KEK=kek, IDENTITY_LOG_LEVEL="WARNING")
+    command = [identity_command(), "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}"]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        wait_serving(f"127.0.0.1:{port}", process, START_SECONDS)
+        yield IdentityProcess(port, workers, process)
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then wait; SIGKILL if it has not exited in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def spawned_children(pid: int) -> list[int]:
+    """Child processes of ``pid`` started by multiprocessing's spawn (not its resource tracker)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == pid and b"spawn_main" in command:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def memory_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status in MiB: ``VmHWM`` (peak resident set) or ``VmRSS`` (now)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no {field} in /proc/{pid}/status")

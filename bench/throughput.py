@@ -1,0 +1,234 @@
+"""Throughput cases: the empty-handler baseline, warm Check and exchange, cold exchange, a flood, scaling.
+
+Every case sends one kind of call at full speed for ``--seconds``, after one warm-up run, and
+keeps the median of ``--repeat`` runs. h2load drives every case whose request never changes;
+the cold exchange, whose every call needs a new key, runs from Python client processes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+
+import grpc
+
+from bench.clients import drive
+from bench.context import Context, Row
+from bench.h2load import Load, Totals, judge
+from bench.reference import argon2_verifies_per_second, usable_cores
+from bench.rpc import (
+    CHECK,
+    EMPTY,
+    EXCHANGE,
+    TOKEN_LIFETIME_SECONDS,
+    Answer,
+    check_request,
+    exchange_request,
+    probe,
+    probe_refused,
+    raw_call,
+)
+from bench.seed import Admin, wrong_secret
+from bench.servers import IdentityProcess, empty_server
+from bench.stats import Run, median_run
+from identity.v1 import token_service_pb2
+
+BASELINE = "empty handler (baseline)"
+CHECK_JWT = "Check, warm JWT"
+CHECK_KEY = "Check, warm API key"
+EXCHANGE_WARM = "ExchangeApiKey, warm key"
+EXCHANGE_COLD = "ExchangeApiKey, cold key (argon2)"
+CHECK_FLOOD = "Check, warm API key, wrong-secret flood"
+FLOOD_CONNECTIONS = 4
+FLOOD_LEAD_SECONDS = 1.0  # the flood starts this long before the measured load and ends this long after
+COLD_HEADROOM = 1.2  # cold keys created per second of run: argon2id's rate on every core, times this
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """The benchmark's organization on the main database: a warm key, its JWT, a flood victim."""
+
+    org_id: str
+    key: str
+    token: str
+    victim_key: str
+
+
+def create_tenant(admin: Admin, address: str) -> Tenant:
+    """An organization with two keys (scope ``inventory:read``) and a one-hour JWT of the first."""
+    org_id = admin.organization("bench")
+    key, victim = admin.keys(org_id, 2)
+    with grpc.insecure_channel(address) as channel:
+        reply = token_service_pb2.ExchangeApiKeyResponse.FromString(
+            raw_call(channel, EXCHANGE, exchange_request(key, TOKEN_LIFETIME_SECONDS))
+        )
+    return Tenant(org_id, key, reply.access_token, victim)
+
+
+def _measure(
+    context: Context,
+    load: Load,
+    frame_size: int,
+    around: Callable[[float], AbstractContextManager[None]] | None = None,
+) -> Run:
+    """A warm-up run, then the median of the measured ones; ``around(seconds)`` wraps each run."""
+    options = context.options
+    runs = []
+    for index, seconds in enumerate([options.warmup_seconds] + [options.seconds] * options.repeat):
+        with around(seconds) if around else nullcontext():
+            totals = context.h2load.run(load, seconds)
+        if index:
+            runs.append(judge(totals, frame_size))
+    return median_run(runs)
+
+
+def _steady(context: Context, port: int, method: str, request: bytes, answer: Answer) -> Run:
+    frame_size = probe(f"127.0.0.1:{port}", method, request, answer)
+    return _measure(context, Load(port, method, request, context.options.connections), frame_size)
+
+
+def baseline(context: Context, workers: int) -> Run:
+    """The empty grpcio handler with ``workers`` processes (measured once per worker count)."""
+    results = context.results
+    if workers not in results.baselines:
+        context.say(f"{BASELINE}, {workers} worker(s)")
+        with empty_server(workers) as port:
+            run = _steady(context, port, EMPTY, b"", Answer.EMPTY)
+        results.baselines[workers] = run
+        results.rows.append(Row(BASELINE, workers, run, run))
+    return results.baselines[workers]
+
+
+def _row(context: Context, case: str, workers: int, run: Run) -> None:
+    context.results.rows.append(Row(case, workers, run, context.results.baselines.get(workers)))
+
+
+def check_key(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
+    """Check of the warm key, as h2load sends it (recorded per worker count for scaling)."""
+    context.say(f"{CHECK_KEY}, {server.workers} worker(s)")
+    run = _steady(context, server.port, CHECK, check_request(tenant.key), Answer.ALLOWED)
+    context.results.check_key[server.workers] = run
+    _row(context, CHECK_KEY, server.workers, run)
+
+
+def check_jwt(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
+    """Check of the warm key's JWT."""
+    context.say(CHECK_JWT)
+    run = _steady(context, server.port, CHECK, check_request(tenant.token), Answer.ALLOWED)
+    _row(context, CHECK_JWT, server.workers, run)
+
+
+def exchange_warm(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
+    """ExchangeApiKey of the warm key."""
+    context.say(EXCHANGE_WARM)
+    run = _steady(context, server.port, EXCHANGE, exchange_request(tenant.key), Answer.TOKEN)
+    _row(context, EXCHANGE_WARM, server.workers, run)
+
+
+def check_during_flood(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
+    """Check of the warm key while a second h2load sends wrong-secret exchanges at a fixed rate.
+
+    The flood's key is well formed (valid checksum) and names a real key's lookup handle (the
+    tenant's other key), so each flood call gets past the format check to a secret
+    verification and must be refused. h2load paces 4 connections at a quarter of
+    ``--flood-rps`` each, with up to a second's worth of calls in flight, so the rate holds
+    while refusals take up to a second. The flood starts a second before each run and ends a
+    second after it.
+    """
+    options = context.options
+    context.say(f"{CHECK_FLOOD}, {options.flood_rps:g}/s")
+    flood_request = exchange_request(wrong_secret(tenant.victim_key))
+    refusal = probe_refused(server.address, EXCHANGE, flood_request)
+    answer_size = probe(server.address, EXCHANGE, exchange_request(tenant.victim_key), Answer.TOKEN, times=1)
+    per_connection = options.flood_rps / FLOOD_CONNECTIONS
+    # Up to a second of calls in flight, so the rate holds even while refusals are slow.
+    flood = Load(
+        server.port,
+        EXCHANGE,
+        flood_request,
+        FLOOD_CONNECTIONS,
+        streams=max(1, math.ceil(per_connection)),
+        rps_per_connection=per_connection,
+    )
+    floods: list[Totals] = []
+
+    @contextmanager
+    def flooding(seconds: float) -> Iterator[None]:
+        with context.h2load.background(flood, seconds + 2 * FLOOD_LEAD_SECONDS) as result:
+            time.sleep(FLOOD_LEAD_SECONDS)
+            yield
+            floods.append(result())
+
+    frame_size = probe(server.address, CHECK, check_request(tenant.key), Answer.ALLOWED)
+    load = Load(server.port, CHECK, check_request(tenant.key), options.connections)
+    _row(context, CHECK_FLOOD, server.workers, _measure(context, load, frame_size, flooding))
+    measured = floods[1:]  # not the warm-up's
+    seconds = sum(t.seconds for t in measured)
+    done = sum(t.done for t in measured)
+    answered = math.ceil(sum(t.data_bytes for t in measured) / answer_size)
+    verdict = "all refused" if answered == 0 else f"{answered} GOT A TOKEN"
+    context.results.lines.append(
+        f"wrong-secret flood during '{CHECK_FLOOD}' ({len(measured)} runs, {seconds:.0f} s): "
+        f"asked {options.flood_rps:g}/s, sent {sum(t.started for t in measured) / seconds:.0f}/s, "
+        f"{done} completed ({done / seconds:.0f}/s), {done - answered} refused "
+        f"({refusal} when probed): {verdict}"
+    )
+
+
+def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenant: Tenant) -> None:
+    """ExchangeApiKey where every call presents a key never presented before.
+
+    The keys are created first through KeyService/CreateKey (production argon2id hashes),
+    enough for argon2id's measured rate on every core the workers can use, with headroom;
+    ``--cold-keys`` overrides the count. Python client processes send them, each key once.
+    """
+    options = context.options
+    cores = min(server.workers, usable_cores())
+    one_core = argon2_verifies_per_second()
+    durations = [options.warmup_seconds] + [options.seconds] * options.repeat
+    if options.cold_keys:
+        shares = [max(1, int(options.cold_keys * seconds / sum(durations))) for seconds in durations]
+    else:
+        per_second = one_core * cores * COLD_HEADROOM
+        shares = [math.ceil(seconds * per_second) + options.connections for seconds in durations]
+    context.say(f"{EXCHANGE_COLD}: creating {sum(shares) + 1} keys through CreateKey")
+    keys = iter(admin.keys(tenant.org_id, sum(shares) + 1))
+    probe(server.address, EXCHANGE, exchange_request(next(keys)), Answer.TOKEN, times=1)
+    threads = max(1, options.connections // options.client_processes)
+    runs, ran_out = [], 0
+    context.say(EXCHANGE_COLD)
+    for index, (seconds, share) in enumerate(zip(durations, shares, strict=True)):
+        requests = [exchange_request(next(keys)) for _ in range(share)]
+        result = drive(
+            server.address,
+            EXCHANGE,
+            Answer.TOKEN,
+            requests,
+            processes=options.client_processes,
+            threads=threads,
+            seconds=seconds,
+        )
+        if index:
+            runs.append(result.run())
+            ran_out += result.exhausted
+    run = median_run(runs)
+    _row(context, EXCHANGE_COLD, server.workers, run)
+    note = f"; keys ran out early in {ran_out} of {len(runs)} runs (raise --cold-keys)" if ran_out else ""
+    context.results.lines.append(
+        f"cold exchange: {run.rps:.1f}/s on {server.workers} worker(s), {cores} core(s): "
+        f"{run.rps / cores:.1f}/s per core; argon2id verify alone (production profile, one core, "
+        f"in the bench process): {one_core:.1f}/s{note}"
+    )
+
+
+def scaling_line(context: Context) -> None:
+    """The 2-worker / 1-worker throughput ratio of warm-key Check and of the baseline."""
+    results = context.results
+    check = results.check_key[2].rps / results.check_key[1].rps if results.check_key[1].rps else math.nan
+    empty = results.baselines[2].rps / results.baselines[1].rps if results.baselines[1].rps else math.nan
+    results.lines.append(
+        f"scaling, '{CHECK_KEY}': 2 workers / 1 worker = {check:.2f}x (empty handler: {empty:.2f}x)"
+    )
