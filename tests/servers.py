@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,17 +98,23 @@ class ServeProcess:
 
 @contextmanager
 def identity_serve(
-    database_url: str, log_path: Path, *, workers: int = 1, address: str = "", **env: str
+    database_url: str,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    address: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ServeProcess]:
     """Start ``identity serve --workers N --listen ADDRESS`` and stop it when the block ends, however it ends.
 
-    The block gets the process before it is serving; call :meth:`ServeProcess.wait_serving`.
+    ``env`` adds to the test environment. The block gets the process before it is serving; call
+    :meth:`ServeProcess.wait_serving`.
     """
     address = address or f"127.0.0.1:{free_port()}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [IDENTITY, "serve", "--workers", str(workers), "--listen", address],
-            env=serve_env(database_url, **env),
+            env=serve_env(database_url, **(env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -146,8 +146,8 @@ def replicas(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         platform_key = bootstrap(db, SecretHasher(TEST_ARGON2)).api_key
         db.dispose()
         logs = tmp_path_factory.mktemp(f"replicas-{kind}")
-        serve_a = stack.enter_context(identity_serve(url, logs / "a.log", **UNTHROTTLED))
-        serve_b = stack.enter_context(identity_serve(url, logs / "b.log", **UNTHROTTLED))
+        serve_a = stack.enter_context(identity_serve(url, logs / "a.log", env=UNTHROTTLED))
+        serve_b = stack.enter_context(identity_serve(url, logs / "b.log", env=UNTHROTTLED))
         serve_a.wait_serving()
         serve_b.wait_serving()
         a, b = connect("A", serve_a, platform_key), connect("B", serve_b, platform_key)
