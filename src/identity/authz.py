@@ -11,7 +11,7 @@ bounded pool.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from identity.cache.verified import VerifiedCredentials
 from identity.credentials import CredentialStore
@@ -19,10 +19,10 @@ from identity.crypto import apikeys
 from identity.crypto.hashing import Hasher
 from identity.domain.decisions import CredentialFacts, credential_denial, permission_denial
 from identity.domain.errors import IdentityError, Reason
-from identity.domain.model import Caller, KeyState
+from identity.domain.model import Caller, KeyState, Origin
 from identity.store.repository import KeySecrets
 from identity.throttle import AttemptThrottle
-from identity.tokens import TokenClaims, TokenCodec, invalid_token, looks_like_jwt
+from identity.tokens import LEEWAY_SECONDS, TokenClaims, TokenCodec, invalid_token, looks_like_jwt
 
 INVALID_KEY_MESSAGE = "the API key is invalid"
 
@@ -57,11 +57,11 @@ class Authenticator:
         self._verified = verified
         self._throttle = throttle
 
-    def authenticate(self, credential: str | None, client_ip: str | None, peer: str = "") -> Caller:
+    def authenticate(self, credential: str | None, client_ip: str | None, origin: Origin) -> Caller:
         """Resolve a caller credential (API key or JWT) to its caller, or raise with the API.md reason.
 
         ``client_ip`` is judged against the key's allowlist; failed attempts count against
-        ``peer`` (the address to throttle), or ``client_ip`` when no peer is given.
+        ``origin.client_ip``, which is read only then.
         """
         if not credential:
             raise IdentityError(
@@ -69,15 +69,19 @@ class Authenticator:
                 "no credential: send 'authorization: Bearer <key>' or 'x-api-key'",
             )
         expire_time: datetime | None
+        now = datetime.now(UTC)
         if looks_like_jwt(credential):
             claims, facts = self.verify_token(credential)
             scopes, expire_time, kind = claims.scopes, claims.expire_time, "jwt"
+            accepted_until: datetime | None = claims.expire_time + timedelta(seconds=LEEWAY_SECONDS)
         else:
-            facts = self.verify_api_key(credential, peer or client_ip or "")
+            facts = self.verify_api_key(credential, origin)
             scopes, expire_time, kind = facts.key.scopes, facts.key.expire_time, "api_key"
-        denial = credential_denial(facts, datetime.now(UTC), client_ip)
+            accepted_until = None
+        denial = credential_denial(facts, now, client_ip)
         if denial is not None:
             raise denial
+        grace_until = facts.key.previous_secret_expire_time
         return Caller(
             principal_id=facts.principal.id,
             org_id=facts.key.org_id,
@@ -87,30 +91,36 @@ class Authenticator:
             platform=facts.organization.is_platform and "*" in scopes,
             credential_type=kind,
             credential_expire_time=expire_time,
+            # The previous secret's grace may be what admits it: end there too, to be safe.
+            valid_until=_earliest(
+                facts.key.expire_time,
+                accepted_until,
+                grace_until if grace_until and grace_until > now else None,
+            ),
         )
 
-    def verify_api_key(self, plaintext: str, peer: str = "") -> CredentialFacts:
+    def verify_api_key(self, plaintext: str, origin: Origin) -> CredentialFacts:
         """Find and verify a plaintext key; INVALID_API_KEY without saying what was wrong.
 
-        Failed attempts count against the key's lookup handle and ``peer``; RATE_LIMITED once
-        either has failed too often, or when the argon2 pool is full.
+        Failed attempts count against the key's lookup handle and ``origin.client_ip``;
+        RATE_LIMITED once either has failed too often, or when the argon2 pool is full.
         """
-        parsed = apikeys.parse(plaintext)
-        if parsed is None:
-            raise invalid_api_key()
         fingerprint = self._verified.fingerprint(plaintext)
         known = self._verified.secret(fingerprint)
-        if known is not None:
+        if known is not None:  # verified before, so well-formed: no need to parse it again
             facts = self._known_secret(*known)
             if facts is not None:
                 return facts
             self._verified.forget_secret(fingerprint)
-        self._throttle.check(parsed.lookup, peer)
+        parsed = apikeys.parse(plaintext)
+        if parsed is None:
+            raise invalid_api_key()
+        self._throttle.check(parsed.lookup, origin.client_ip)
         found = self._store.by_lookup(parsed.lookup)
         # The hash work runs for unknown keys too, so timing does not tell them apart.
         version = self._matching_version(found[1] if found else None, parsed.secret)
         if version is None or found is None or found[0].key.prefix != parsed.prefix:
-            self._throttle.failed(parsed.lookup, peer)
+            self._throttle.failed(parsed.lookup, origin.client_ip)
             raise invalid_api_key()
         live = found[0]
         self._verified.remember_secret(fingerprint, live.key.id, version)
@@ -175,6 +185,10 @@ class Authenticator:
         ):
             return secrets.version - 1
         return None
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 def require_scope(caller: Caller, scope: str) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from identity.app.background import BackgroundWriter
 from identity.app.common import audit_event
 from identity.authz import Authenticator
+from identity.cache.allows import AllowMemo
 from identity.domain import scopes as scope_rules
 from identity.domain.decisions import Decision, permission_denial
 from identity.domain.errors import IdentityError, Reason
@@ -57,16 +58,32 @@ class DecisionEngine:
     ``audit_allows``; an allowed key's ``last_used_time`` is noted the same way.
     """
 
-    def __init__(self, authenticator: Authenticator, writer: BackgroundWriter, *, audit_allows: bool) -> None:
-        """Resolve credentials with ``authenticator``; audit and note key use through ``writer``."""
+    def __init__(
+        self, authenticator: Authenticator, writer: BackgroundWriter, memo: AllowMemo, *, audit_allows: bool
+    ) -> None:
+        """Resolve credentials with ``authenticator``; audit and note key use through ``writer``.
+
+        Single checks that were allowed are remembered in ``memo`` while they hold.
+        """
         self._authenticator = authenticator
         self._writer = writer
+        self._memo = memo
         self._audit_allows = audit_allows
 
     def check(self, credential: str, item: CheckItem, client_ip: str, origin: Origin) -> Decision:
         """Judge one item."""
+        now = datetime.now(UTC)
+        memo_key = self._memo.key(credential, item.permissions, item.resource, client_ip)
+        remembered = self._memo.get(memo_key, now)
+        if remembered is not None:
+            self._allowed(remembered, now, item, origin)
+            return remembered
         validate_items([item], "", client_ip)
-        return self._judge_all(credential, [item], client_ip, origin)[0]
+        generation = self._memo.generation
+        caller, decision = self._judge_all(credential, [item], client_ip, origin)
+        if caller is not None and decision[0].allowed:
+            self._memo.put(memo_key, decision[0], generation, caller.valid_until)
+        return decision[0]
 
     def batch(
         self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
@@ -76,28 +93,36 @@ class DecisionEngine:
         problems.listed("items", items, MAX_BATCH_ITEMS)
         problems.raise_if_any()
         validate_items(items, "items[{index}].", client_ip)
-        return self._judge_all(credential, items, client_ip, origin)
+        return self._judge_all(credential, items, client_ip, origin)[1]
 
     def _judge_all(
         self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
-    ) -> list[Decision]:
+    ) -> tuple[Caller | None, list[Decision]]:
+        """The caller the credential resolved to (None if it did not), and a decision per item."""
+        caller: Caller | None = None
         try:
             # Failures count against the end client when the request names one, else the caller.
-            caller = self._authenticator.authenticate(
-                credential, client_ip or None, client_ip or origin.client_ip
-            )
+            attempt = Origin(client_ip=client_ip) if client_ip else origin
+            caller = self._authenticator.authenticate(credential, client_ip or None, attempt)
         except IdentityError as error:
             if error.reason in UNDECIDED:
                 raise
             decisions = [Decision(False, error.reason, error.message) for _ in items]
         else:
             decisions = [self._judge(caller, item) for item in items]
-            if any(d.allowed for d in decisions):
-                self._writer.touch(caller.key_id, datetime.now(UTC))
+        now = datetime.now(UTC)
         for item, decision in zip(items, decisions, strict=True):
-            if self._audit_allows or not decision.allowed:
+            if decision.allowed:
+                self._allowed(decision, now, item, origin)
+            else:
                 self._writer.record(_audit(item, decision, origin))
-        return decisions
+        return caller, decisions
+
+    def _allowed(self, decision: Decision, now: datetime, item: CheckItem, origin: Origin) -> None:
+        """What every allow does besides answering: note the key's use, audit it when asked to."""
+        self._writer.touch(decision.key_id, now)
+        if self._audit_allows:
+            self._writer.record(_audit(item, decision, origin))
 
     @staticmethod
     def _judge(caller: Caller, item: CheckItem) -> Decision:

@@ -18,6 +18,7 @@ from identity.app.organizations import Organizations
 from identity.app.principals import Principals
 from identity.app.tokens import TokenExchange
 from identity.authz import Authenticator
+from identity.cache.allows import AllowMemo
 from identity.cache.states import KeyStateCache
 from identity.cache.verified import VerifiedCredentials
 from identity.changefeed import ChangeFeed
@@ -89,11 +90,12 @@ class IdentityServer:
         cache = KeyStateCache(settings.cache_entries)
         self.feed = ChangeFeed(db, cache, change_waiter(db.engine.url))
         keyring = Keyring(db, load_kek(settings.kek, settings.kek_file), settings.signing_algorithm)
+        verified = VerifiedCredentials(settings.cache_entries)
         authenticator = Authenticator(
             CredentialStore(db, cache),
             hasher,
             TokenCodec(keyring, settings.token_issuer, settings.token_audiences),
-            VerifiedCredentials(settings.cache_entries),
+            verified,
             AttemptThrottle(settings.failed_attempts_per_key, settings.failed_attempts_per_peer),
         )
         self.grpc_server = grpc.server(
@@ -118,7 +120,12 @@ class IdentityServer:
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(TokenExchange(db, authenticator, keyring, self.writer)), server
         )
-        engine = DecisionEngine(authenticator, self.writer, audit_allows=settings.audit_check_allows)
+        engine = DecisionEngine(
+            authenticator,
+            self.writer,
+            AllowMemo(cache, verified.fingerprint),
+            audit_allows=settings.audit_check_allows,
+        )
         authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(
             AuthorizationServicer(engine), server
         )

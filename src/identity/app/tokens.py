@@ -65,14 +65,14 @@ class TokenExchange:
                 )
             return facts
 
-        verify = functools.partial(self._authenticator.verify_api_key, api_key, origin.client_ip)
+        verify = functools.partial(self._authenticator.verify_api_key, api_key, origin)
         return self._exchange("v2", origin, "", verify, options, needs_no_key_id)
 
     def exchange_api_key_with_id(
         self, origin: Origin, key_id: str, api_key: str, options: TokenOptions
     ) -> IssuedToken:
         """v3: the key id and the key; both must match."""
-        verify = functools.partial(self._verify_pair, key_id, api_key, origin.client_ip)
+        verify = functools.partial(self._verify_pair, key_id, api_key, origin)
         return self._exchange("v3", origin, key_id, verify, options)
 
     def exchange_client_credentials(
@@ -93,7 +93,7 @@ class TokenExchange:
                 raise invalid_api_key()
             return facts
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret, origin.client_ip)
+        verify = functools.partial(self._verify_pair, client_id, client_secret, origin)
         return self._exchange("client_credentials", origin, client_id, verify, options, in_workspace)
 
     def exchange_password(
@@ -114,7 +114,7 @@ class TokenExchange:
                 raise invalid_api_key()
             return CredentialFacts(facts.key, facts.organization, account, facts.secret_version)
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret, origin.client_ip)
+        verify = functools.partial(self._verify_pair, client_id, client_secret, origin)
         return self._exchange("v1", origin, client_id, verify, TokenOptions(), as_account)
 
     def introspect(self, token: str) -> TokenClaims | None:
@@ -165,11 +165,11 @@ class TokenExchange:
         """The JWK Set of every published public key, as JSON."""
         return json.dumps(self._keyring.jwks(), separators=(",", ":"))
 
-    def _verify_pair(self, key_id: str, api_key: str, peer: str) -> CredentialFacts:
+    def _verify_pair(self, key_id: str, api_key: str, origin: Origin) -> CredentialFacts:
         problems = Violations()
         problems.text("key_id", key_id, max_length=64, required=True)
         problems.raise_if_any()
-        facts = self._authenticator.verify_api_key(api_key, peer)
+        facts = self._authenticator.verify_api_key(api_key, origin)
         if facts.key.id != key_id:
             raise invalid_api_key()
         return facts
@@ -195,7 +195,7 @@ class TokenExchange:
             if refine is not None:
                 facts = refine(facts)
             now = datetime.now(UTC)
-            denial = credential_denial(facts, now, origin.client_ip)
+            denial = credential_denial(facts, now, lambda: origin.client_ip)
             if denial is not None:
                 raise denial
             key = facts.key

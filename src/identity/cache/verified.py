@@ -1,7 +1,10 @@
 """What this process has already verified: API key secrets and signed tokens.
 
-A presented credential is remembered only by its fingerprint, an HMAC-SHA256 under a random
-pepper that lives in this process's memory alone, so the cache never holds a usable secret.
+A presented credential is remembered only by its fingerprint, a keyed BLAKE2b MAC under a
+random pepper that lives in this process's memory alone, so the cache never holds a usable
+secret. (BLAKE2b rather than HMAC-SHA256: the same keyed-hash role, several times cheaper on the
+hot path, and unlike ``hmac.digest`` it keeps the GIL, which busy request threads would make
+costly to win back.)
 A verified secret maps to its key and secret version; whether that version still works is
 judged each time against the key-state cache, so rotation and revocation need no purge here.
 A verified token maps to its claims until it expires (plus the verification leeway): its
@@ -10,7 +13,7 @@ signature cannot change, only the state of its key, which is again judged each t
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import secrets
 import threading
 import time
@@ -34,8 +37,8 @@ class VerifiedCredentials:
         self._tokens: BoundedCache[bytes, TokenClaims] = BoundedCache(max_entries)
 
     def fingerprint(self, credential: str) -> bytes:
-        """The HMAC-SHA256 of ``credential`` under this process's pepper."""
-        return hmac.digest(self._pepper, credential.encode(), "sha256")
+        """The keyed BLAKE2b MAC of ``credential`` under this process's pepper."""
+        return hashlib.blake2b(credential.encode(), key=self._pepper, digest_size=32).digest()
 
     def secret(self, fingerprint: bytes) -> tuple[str, int] | None:
         """The key id and secret version a verified secret belongs to, or None."""

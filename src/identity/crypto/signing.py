@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from jwt import get_algorithm_by_name
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 # ES256 is the default: measured here it verifies faster than EdDSA (74 vs 92 µs with PyJWT),
@@ -35,6 +36,10 @@ class SigningKey:
     algorithm: str
     private_key: PrivateKey
     public_key: PublicKey
+
+    def sign(self, signing_input: bytes) -> bytes:
+        """The JWS signature of ``signing_input`` under this key's algorithm (RFC 7518 encoding)."""
+        return bytes(get_algorithm_by_name(self.algorithm).sign(signing_input, self.private_key))
 
     def public_jwk(self) -> dict[str, Any]:
         """The RFC 7517 JWK of the public key, with ``kid``, ``alg`` and ``use``."""

@@ -8,7 +8,7 @@ the rest from plain facts.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,13 +35,19 @@ class CredentialFacts:
     secret_version: int = 1
 
 
-def ip_allowed(allowed_cidrs: Sequence[str], client_ip: str | None) -> bool:
+# A client address, or a function giving it: asked only when a key has an allowlist.
+ClientAddress = str | None | Callable[[], str | None]
+
+
+def ip_allowed(allowed_cidrs: Sequence[str], client_ip: ClientAddress) -> bool:
     """Whether ``client_ip`` lies in one of ``allowed_cidrs`` (none means any address).
 
     IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) are judged as the IPv4 address they carry.
     """
     if not allowed_cidrs:
         return True
+    if callable(client_ip):
+        client_ip = client_ip()
     if not client_ip:
         return False
     try:
@@ -54,7 +60,7 @@ def ip_allowed(allowed_cidrs: Sequence[str], client_ip: str | None) -> bool:
 
 
 def credential_denial(
-    facts: CredentialFacts, now: datetime, client_ip: str | None, *, check_ip: bool = True
+    facts: CredentialFacts, now: datetime, client_ip: ClientAddress, *, check_ip: bool = True
 ) -> IdentityError | None:
     """Why a verified key may not be used at all right now, or None.
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 
 class OrganizationState(StrEnum):
@@ -217,6 +219,8 @@ class Caller:
     platform: bool
     credential_type: str = "api_key"
     credential_expire_time: datetime | None = None
+    # When this resolution stops holding by itself (expiry, a rotation's grace); None: never.
+    valid_until: datetime | None = None
 
     def may_act_in(self, org_id: str) -> bool:
         """A caller acts only inside its own organization, except a platform credential."""
@@ -232,10 +236,38 @@ class RequestInfo:
     user_agent: str = ""
 
 
-@dataclass(frozen=True)
 class Origin:
-    """Where a request came from, for IP allowlists and the audit trail."""
+    """Where a request came from, for IP allowlists, throttling and the audit trail.
 
-    peer: str = ""
-    client_ip: str = ""
-    user_agent: str = ""
+    Each part may be given as a function, called on first use only: asking gRPC for the peer
+    costs more than a whole warm check (grpcio releases the GIL to fetch it), and a warm allow
+    never needs it.
+    """
+
+    def __init__(
+        self,
+        peer: str | Callable[[], str] = "",
+        client_ip: str | Callable[[], str] = "",
+        user_agent: str | Callable[[], str] = "",
+    ) -> None:
+        """Where the call came from: its peer, the client address in it, and its user agent."""
+        self._parts = {"peer": peer, "client_ip": client_ip, "user_agent": user_agent}
+
+    def _part(self, name: str) -> str:
+        part = self._parts[name]
+        return part() if callable(part) else part
+
+    @cached_property
+    def peer(self) -> str:
+        """The transport's peer, e.g. ``ipv4:10.0.0.1:5000``."""
+        return self._part("peer")
+
+    @cached_property
+    def client_ip(self) -> str:
+        """The client's IP address."""
+        return self._part("client_ip")
+
+    @cached_property
+    def user_agent(self) -> str:
+        """The client's user agent."""
+        return self._part("user_agent")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 MAX_SCOPE_LENGTH = 128
 WILDCARD = "*"
@@ -19,6 +20,8 @@ _SEGMENT = r"[a-z0-9_.-]+"
 _SCOPE = re.compile(rf"\*|{_SEGMENT}(?::{_SEGMENT})*(?::\*)?")
 
 
+# Both checks are pure and hot (every Check asks them), so answers are remembered.
+@lru_cache(maxsize=65_536)
 def scope_error(scope: str) -> str | None:
     """Return why ``scope`` is not a valid scope, or None when it is."""
     if len(scope) > MAX_SCOPE_LENGTH:
@@ -30,6 +33,7 @@ def scope_error(scope: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=65_536)
 def grants(granted: str, permission: str) -> bool:
     """Whether one granted scope grants one required permission.
 

@@ -6,25 +6,35 @@ import grpc
 
 from identity.checks import CheckItem, DecisionEngine
 from identity.domain.decisions import Decision
+from identity.domain.errors import Reason
+from identity.domain.scopes import RATE_TIERS
 from identity.services.convert import resource_refs, timestamp
 from identity.services.interceptor import current_request, origin_of
 from identity.v1 import authorization_service_pb2 as pb
 from identity.v1 import authorization_service_pb2_grpc as pb_grpc
 from identity.v1 import common_pb2
 
+_REASON_VALUES = common_pb2.DecisionReason.DESCRIPTOR.values_by_name
+_REASONS = {
+    reason: common_pb2.DecisionReason.Value(f"DECISION_REASON_{reason.value}")
+    for reason in Reason
+    if f"DECISION_REASON_{reason.value}" in _REASON_VALUES
+}
+_RATE_TIERS = {tier: pb.RateTier.Value(f"RATE_TIER_{tier.upper()}") for tier in RATE_TIERS}
+
 
 def decision_message(decision: Decision) -> pb.CheckResponse:
     """A CheckResponse for a decision."""
     return pb.CheckResponse(
         allowed=decision.allowed,
-        reason=common_pb2.DecisionReason.Value(f"DECISION_REASON_{decision.reason.value}"),
+        reason=_REASONS[decision.reason],
         message=decision.message,
         principal_id=decision.principal_id,
         org_id=decision.org_id,
         key_id=decision.key_id,
         granted_scopes=decision.granted_scopes,
         missing_permissions=decision.missing_permissions,
-        rate_tier=pb.RateTier.Value(f"RATE_TIER_{decision.rate_tier.upper()}"),
+        rate_tier=_RATE_TIERS[decision.rate_tier],
         credential_expire_time=timestamp(decision.credential_expire_time),
     )
 

@@ -34,6 +34,7 @@ from identity.v1 import (
 )
 
 E = TypeVar("E")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ORG_STATES = {
     OrganizationState.ACTIVE: organization_service_pb2.ORGANIZATION_STATE_ACTIVE,
@@ -81,11 +82,13 @@ def from_proto_enum(table: Mapping[E, int], value: int) -> E | None:
 
 def timestamp(value: datetime | None) -> Timestamp | None:
     """A Timestamp, or None to leave the field unset."""
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    return None if value is None else to_timestamp(value)
+
+
+def to_timestamp(value: datetime) -> Timestamp:
+    """The Timestamp of an aware datetime, by exact integer arithmetic (faster than FromDatetime)."""
+    since = value - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def to_datetime(stamp: Timestamp, field: str) -> datetime:

@@ -37,13 +37,13 @@ def current_request() -> RequestInfo:
 
 
 def origin_of(context: grpc.ServicerContext) -> Origin:
-    """Where a call came from: the gRPC peer (never metadata) and its user agent."""
-    peer = context.peer()
-    return Origin(
-        peer=peer,
-        client_ip=peer_ip(peer),
-        user_agent=metadata_value(context.invocation_metadata(), "user-agent") or "",
+    """Where a call came from: the gRPC peer (never metadata) and its user agent, read on first use."""
+    origin = Origin(
+        peer=context.peer,
+        client_ip=lambda: peer_ip(origin.peer),
+        user_agent=lambda: metadata_value(context.invocation_metadata(), "user-agent") or "",
     )
+    return origin
 
 
 def _target(request: Message) -> str:
@@ -64,6 +64,8 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         """Authenticate with ``authenticator``; record refused admin actions with ``audit_failure``."""
         self._authenticator = authenticator
         self._audit_failure = audit_failure
+        # grpcio asks for the handler on every call: wrap each method's handler once, not per call.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         """Return the wrapped handler for an identity.v1 method; other services pass through."""
@@ -71,6 +73,13 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         if handler is None or not (method.startswith(IDENTITY_PREFIX) or method in RULES):
             return handler
+        original, wrapped = self._wrapped.get(method, (None, None))
+        if original is not handler:
+            wrapped = self._wrap(method, handler)
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         rule = RULES.get(method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -134,7 +143,10 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         peer = context.peer()
         metadata = context.invocation_metadata()
-        caller = self._authenticator.authenticate(credential_from(metadata), peer_ip(peer))
+        client_ip = peer_ip(peer)
+        caller = self._authenticator.authenticate(
+            credential_from(metadata), client_ip, Origin(peer, client_ip)
+        )
         user_agent = metadata_value(metadata, "user-agent") or ""
         return RequestInfo(caller, peer=peer, user_agent=user_agent)
 
@@ -184,6 +196,8 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         context: grpc.ServicerContext,
         started: float,
     ) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # before context.peer(), which costs more than the rest of a warm check
         caller = info.caller if info else None
         log.info(
             "rpc method=%s code=%s reason=%s duration_ms=%.1f peer=%s principal=%s key=%s",

@@ -8,7 +8,7 @@ import grpc
 
 from identity.app.tokens import IssuedToken, TokenExchange, TokenOptions
 from identity.metadata import metadata_value
-from identity.services.convert import to_timedelta
+from identity.services.convert import to_timedelta, to_timestamp
 from identity.services.interceptor import current_request, origin_of
 from identity.v1 import token_service_pb2 as pb
 from identity.v1 import token_service_pb2_grpc as pb_grpc
@@ -29,7 +29,7 @@ def _fill(response: R, issued: IssuedToken) -> R:
     response.access_token = issued.token
     response.token_type = "Bearer"
     response.expires_in = max(0, int((claims.expire_time - claims.issue_time).total_seconds()))
-    response.expire_time.FromDatetime(claims.expire_time)
+    response.expire_time.CopyFrom(to_timestamp(claims.expire_time))
     response.key_id = claims.key_id
     response.org_id = claims.org_id
     response.scopes.extend(claims.scopes)
