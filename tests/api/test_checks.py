@@ -11,6 +11,8 @@ import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from identity.crypto import apikeys
+from identity.domain.model import KeyKind
 from identity.v1 import (
     authorization_service_pb2 as authz,
 )
@@ -327,3 +329,14 @@ def test_expired_key_and_revoked_before_inactive_organization(world: World) -> N
     )
     assert world.check(revoked.api_key, ["inventory:read"]).reason == R.DECISION_REASON_REVOKED_API_KEY
     assert world.check(expired.api_key, ["inventory:read"]).reason == R.DECISION_REASON_EXPIRED_API_KEY
+
+
+@pytest.mark.settings(failed_attempts_per_peer=2)
+def test_envoy_answers_a_throttled_client_429(world: World) -> None:
+    envoy = external_auth_pb2_grpc.AuthorizationStub(world.harness.channel)
+    codes = []
+    for _ in range(3):  # well-formed keys nobody holds, from one client address
+        guess = apikeys.generate(KeyKind.SECRET, "live").plaintext
+        reply = envoy.Check(envoy_request({"x-api-key": guess}, {"permission": "inventory:read"}, "10.1.1.2"))
+        codes.append((reply.denied_response.status.code, json.loads(reply.denied_response.body)["code"]))
+    assert codes == [(401, "INVALID_API_KEY"), (401, "INVALID_API_KEY"), (429, "RATE_LIMITED")]

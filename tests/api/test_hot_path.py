@@ -1,0 +1,234 @@
+"""The hot path: warm credentials cost neither argon2 nor the database, cold ones are bounded,
+floods are throttled, a fill that raced a revocation is never kept, and a stale cache fails closed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from sqlalchemy import event
+
+from identity.cache.states import FRESHNESS_SECONDS
+from identity.crypto import apikeys
+from identity.crypto.hashing import SecretHasher
+from identity.domain.errors import unavailable
+from identity.domain.model import KeyKind
+from identity.store.database import Database
+from identity.store.repository import Repository
+from identity.v1 import (
+    authorization_service_pb2,
+    authorization_service_pb2_grpc,
+    common_pb2,
+    key_service_pb2,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
+from tests.conftest import Harness
+from tests.helpers import details_of, expect_error
+
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Tenant:
+    """An organization with one service account and stubs for checks and tokens."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.admin = harness.admin()
+        self.org_id = self.admin.create_org("Hot", max_keys_per_service_account=50).id
+        self.principal_id = self.admin.create_principal(self.org_id).id
+        self.checks = authorization_service_pb2_grpc.AuthorizationServiceStub(harness.channel)
+        self.tokens = token_service_pb2_grpc.TokenServiceStub(harness.channel)
+
+    def key(self) -> key_service_pb2.CreateKeyResponse:
+        return self.admin.create_key(self.org_id, self.principal_id, ["stock:read"])
+
+    def check(self, credential: str) -> authorization_service_pb2.CheckResponse:
+        return self.checks.Check(
+            authorization_service_pb2.CheckRequest(credential=credential, permissions=["stock:read"])
+        )
+
+    def exchange(self, api_key: str) -> token_service_pb2.ExchangeApiKeyResponse:
+        return self.tokens.ExchangeApiKey(
+            token_service_pb2.ExchangeApiKeyRequest(api_key=api_key, lifetime=Duration(seconds=600))
+        )
+
+    def revoke(self, key_id: str) -> None:
+        self.admin.keys.RevokeKey(
+            key_service_pb2.RevokeKeyRequest(key_id=key_id), metadata=self.admin.metadata
+        )
+
+
+@pytest.fixture
+def tenant(harness: Harness) -> Tenant:
+    return Tenant(harness)
+
+
+@contextmanager
+def counted(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """Count SQL statements and argon2 verifications made on request threads while inside."""
+    counts = {"sql": 0, "argon2": 0}
+
+    def on_request_thread() -> bool:
+        return threading.current_thread().name.startswith("rpc")
+
+    def statement(*_: Any) -> None:
+        if on_request_thread():
+            counts["sql"] += 1
+
+    verify = SecretHasher.verify
+
+    def counting_verify(self: SecretHasher, encoded: str | None, secret: str) -> bool:
+        if on_request_thread():
+            counts["argon2"] += 1
+        return verify(self, encoded, secret)
+
+    event.listen(db.engine, "before_cursor_execute", statement)
+    monkeypatch.setattr(SecretHasher, "verify", counting_verify)
+    try:
+        yield counts
+    finally:
+        event.remove(db.engine, "before_cursor_execute", statement)
+
+
+def test_warm_credentials_touch_neither_argon2_nor_the_database(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = tenant.key()
+    token = tenant.exchange(created.api_key).access_token
+    assert tenant.check(created.api_key).allowed and tenant.check(token).allowed  # now warm
+    with counted(tenant.harness.db, monkeypatch) as counts:
+        for _ in range(30):
+            assert tenant.check(created.api_key).allowed
+            assert tenant.check(token).allowed
+            assert tenant.exchange(created.api_key).access_token
+    assert counts == {"sql": 0, "argon2": 0}
+    # A cold credential does both: proof that the counters see what they claim to.
+    with counted(tenant.harness.db, monkeypatch) as counts:
+        assert tenant.check(tenant.key().api_key).allowed
+    assert counts["sql"] > 0 and counts["argon2"] == 1
+
+
+def test_a_fill_that_raced_a_revocation_is_not_kept(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = tenant.key()
+    read = Repository.credential_by_lookup
+    raced: list[bool] = []
+
+    def read_then_revoke(self: Repository, lookup: str) -> Any:
+        found = read(self, lookup)
+        if not raced:  # the revocation commits (and is applied) after this read, before the fill
+            raced.append(True)
+            tenant.revoke(created.key.id)
+        return found
+
+    monkeypatch.setattr(Repository, "credential_by_lookup", read_then_revoke)
+    # The racing check saw the key before the revocation: allowing it is linearizable...
+    assert tenant.check(created.api_key).allowed and raced
+    # ...but what it read must not outlive the revocation: every later answer is REVOKED.
+    for _ in range(5):
+        assert tenant.check(created.api_key).reason == common_pb2.DECISION_REASON_REVOKED_API_KEY
+
+
+@pytest.mark.settings(argon2_threads=1, argon2_queue=1)
+def test_a_full_argon2_pool_refuses_at_once(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [tenant.key().api_key for _ in range(6)]
+    verify = SecretHasher.verify
+
+    def slow_verify(self: SecretHasher, encoded: str | None, secret: str) -> bool:
+        time.sleep(0.4)
+        return verify(self, encoded, secret)
+
+    monkeypatch.setattr(SecretHasher, "verify", slow_verify)
+
+    def exchange(api_key: str) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            tenant.exchange(api_key)
+            outcome = "OK"
+        except grpc.RpcError as error:
+            details = details_of(error)
+            outcome = f"{details.code.name} {details.reason}"
+        return outcome, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(keys)) as pool:
+        outcomes = list(pool.map(exchange, keys))
+    # One verifies, one waits for it; the others are refused without waiting.
+    assert (
+        sorted(outcome for outcome, _ in outcomes) == ["OK"] * 2 + ["RESOURCE_EXHAUSTED RATE_LIMITED"] * 4
+    ), outcomes
+    assert max(elapsed for outcome, elapsed in outcomes if outcome != "OK") < 0.3, outcomes
+
+
+def test_a_wrong_secret_flood_is_throttled_and_warm_credentials_go_on(tenant: Tenant) -> None:
+    created = tenant.key()
+    assert tenant.check(created.api_key).allowed  # warm
+    parsed = apikeys.parse(created.api_key)
+    assert parsed is not None
+    wrong = apikeys.generate(parsed.kind, parsed.environment, parsed.lookup).plaintext
+    answers = []
+    for _ in range(14):
+        try:
+            answers.append(tenant.check(wrong).reason)
+        except grpc.RpcError as error:
+            answers.append(error.code())
+    assert (
+        answers[:10] == [common_pb2.DECISION_REASON_INVALID_API_KEY] * 10
+    )  # the default allows a lookup handle 10 failures a minute
+    assert answers[10:] == [RESOURCE_EXHAUSTED] * 4
+    details = expect_error(lambda: tenant.check(wrong), RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert created.api_key not in details.message
+    # The flood costs the warm holder of the real key nothing...
+    assert all(tenant.check(created.api_key).allowed for _ in range(20))
+    # ...and its exchanges too (the secret is known to this process).
+    assert tenant.exchange(created.api_key).access_token
+
+
+@pytest.mark.settings(failed_attempts_per_peer=5)
+def test_a_peer_that_fails_too_often_is_throttled(tenant: Tenant) -> None:
+    unknown = [apikeys.generate(KeyKind.SECRET, "live").plaintext for _ in range(7)]
+    answers = []
+    for key in unknown:
+        try:
+            answers.append(tenant.exchange(key) and "OK")
+        except grpc.RpcError as error:
+            answers.append(error.code().name)
+    assert answers == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 2
+    # Check names the end client: a different client address is not throttled by the caller's failures.
+    reply = tenant.checks.Check(
+        authorization_service_pb2.CheckRequest(
+            credential=unknown[0], permissions=["stock:read"], client_ip="10.9.8.7"
+        )
+    )
+    assert reply.reason == common_pb2.DECISION_REASON_INVALID_API_KEY
+
+
+def test_a_stale_cache_fails_closed_then_recovers(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = tenant.key()
+    token = tenant.exchange(created.api_key).access_token
+    assert tenant.check(created.api_key).allowed and tenant.check(token).allowed  # warm
+
+    def database_down(self: Database) -> Any:
+        raise unavailable()
+
+    monkeypatch.setattr(Database, "read", database_down)
+    monkeypatch.setattr(Database, "write", database_down)
+    time.sleep(FRESHNESS_SECONDS + 0.3)  # the feed cannot catch up: the cache ages out
+    expect_error(lambda: tenant.check(created.api_key), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    expect_error(lambda: tenant.check(token), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    expect_error(lambda: tenant.exchange(created.api_key), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
+    monkeypatch.undo()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if tenant.check(created.api_key).allowed:
+                break
+        except grpc.RpcError:
+            time.sleep(0.05)
+    assert tenant.check(created.api_key).allowed and tenant.check(token).allowed

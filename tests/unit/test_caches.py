@@ -1,0 +1,186 @@
+"""The hot path's building blocks: bounded maps, the key-state cache's guard and freshness,
+remembered allows, fingerprints and throttles."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from identity.authz import version_current
+from identity.cache.allows import AllowMemo
+from identity.cache.bounded import BoundedCache
+from identity.cache.states import KeyStateCache, LiveKey
+from identity.cache.verified import VerifiedCredentials
+from identity.domain.decisions import Decision
+from identity.domain.errors import Reason
+from identity.domain.model import (
+    Change,
+    ChangeSubject,
+    Key,
+    KeyKind,
+    KeyPolicy,
+    Organization,
+    OrganizationState,
+    Origin,
+    Principal,
+    PrincipalKind,
+    PrincipalState,
+)
+from identity.throttle import AttemptThrottle, FailureBuckets
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def live_key(key_id: str = "key_1", version: int = 1) -> LiveKey:
+    key = Key(
+        key_id, "org_1", "sa_1", "k", "", KeyKind.SECRET, "live", "idk_live_x", "abcd",
+        ("stock:read",), (), (), False, NOW, NOW, None, "sa_0",
+    )  # fmt: skip
+    org = Organization("org_1", "Org", OrganizationState.ACTIVE, KeyPolicy(), NOW, NOW)
+    principal = Principal(
+        "sa_1", "org_1", PrincipalKind.SERVICE_ACCOUNT, "p", PrincipalState.ACTIVE, NOW, NOW
+    )
+    return LiveKey(key, version, org, principal)
+
+
+def fresh_cache() -> KeyStateCache:
+    cache = KeyStateCache(max_entries=10)
+    cache.reset({}, time.monotonic())
+    return cache
+
+
+def test_bounded_cache_evicts_the_least_recently_used_and_the_expired() -> None:
+    cache: BoundedCache[str, int] = BoundedCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    cache.put("d", 4, deadline=time.monotonic() - 1)
+    assert cache.get("d") is None and len(cache) == 1 and cache.get("c") == 3  # d pushed a out, then expired
+    disabled: BoundedCache[str, int] = BoundedCache(0)
+    disabled.put("a", 1)
+    assert disabled.get("a") is None
+
+
+def test_key_state_cache_drops_a_fill_that_raced_an_invalidation() -> None:
+    cache = fresh_cache()
+    before_read = cache.generation
+    cache.apply([Change(7, ChangeSubject.KEY, "key_1")], time.monotonic())  # a revocation lands
+    cache.put(before_read, live_key())  # what was read before it
+    assert cache.get("key_1") is None
+    cache.put(cache.generation, live_key())
+    assert cache.get("key_1") == live_key()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        Change(1, ChangeSubject.KEY, "key_1"),
+        Change(1, ChangeSubject.ORGANIZATION, "org_1"),
+        Change(1, ChangeSubject.PRINCIPAL, "sa_1"),
+    ],
+    ids=["key", "organization", "principal"],
+)
+def test_any_change_a_key_depends_on_drops_it(change: Change) -> None:
+    cache = fresh_cache()
+    cache.put(cache.generation, live_key())
+    cache.apply([change], time.monotonic())
+    assert cache.get("key_1") is None
+
+
+def test_key_state_cache_answers_only_while_fresh() -> None:
+    cache = KeyStateCache(max_entries=10, freshness_seconds=0.05)
+    cache.put(cache.generation, live_key())
+    assert cache.get("key_1") is None and cache.token_revoked("tok_1") is None  # never caught up
+    cache.apply([], time.monotonic())
+    cache.put(cache.generation, live_key())
+    assert cache.get("key_1") is not None and cache.token_revoked("tok_1") is False
+    time.sleep(0.06)
+    assert cache.get("key_1") is None and cache.token_revoked("tok_1") is None
+    # A catch-up that did not reach the end of the log does not make it fresh.
+    cache.apply([Change(3, ChangeSubject.PRINCIPAL, "sa_9")], None)
+    assert not cache.fresh()
+
+
+def test_revoked_tokens_are_remembered_until_they_expire() -> None:
+    cache = fresh_cache()
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    cache.apply([Change(1, ChangeSubject.TOKEN, "tok_1", later)], time.monotonic())
+    assert cache.token_revoked("tok_1") is True and cache.token_revoked("tok_2") is False
+    gone = datetime.now(UTC) - timedelta(seconds=1)
+    cache.apply([Change(2, ChangeSubject.TOKEN, "tok_2", gone)], time.monotonic())
+    assert cache.token_revoked("tok_2") is False  # expired anyway: nothing left to refuse
+
+
+def test_remembered_allows_hold_only_while_nothing_changed_and_time_allows() -> None:
+    states = fresh_cache()
+    memo = AllowMemo(states, VerifiedCredentials(10).fingerprint)
+    allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
+    key = memo.key("idk_live_secret", ("stock:read",), None, "")
+    assert key == memo.key("idk_live_secret", ("stock:read",), None, "")
+    assert key != memo.key("idk_live_other", ("stock:read",), None, "")
+    memo.put(key, allow, memo.generation, NOW + timedelta(minutes=1))
+    assert memo.get(key, NOW) is allow
+    assert memo.get(key, NOW + timedelta(minutes=1)) is None  # the credential's time ran out
+    states.apply([Change(1, ChangeSubject.PRINCIPAL, "sa_9")], time.monotonic())
+    assert memo.get(key, NOW) is None  # anything changed: judge again
+    stale = states.generation
+    states.apply([Change(2, ChangeSubject.KEY, "key_9")], time.monotonic())
+    memo.put(key, allow, stale, None)
+    assert memo.get(key, NOW) is None
+
+
+def test_fingerprints_are_keyed_per_process_and_hide_the_secret() -> None:
+    one, two = VerifiedCredentials(10), VerifiedCredentials(10)
+    secret = "idk_live_AAAAAAAAAAAAAAAA_secret"
+    assert one.fingerprint(secret) == one.fingerprint(secret) != two.fingerprint(secret)
+    assert secret.encode() not in one.fingerprint(secret) and len(one.fingerprint(secret)) == 32
+
+
+def test_a_secret_version_works_while_current_or_in_its_grace() -> None:
+    assert version_current(3, 3, None, NOW)
+    assert version_current(2, 3, NOW + timedelta(seconds=1), NOW)
+    assert not version_current(2, 3, NOW, NOW)
+    assert not version_current(2, 3, None, NOW)
+    assert not version_current(1, 3, NOW + timedelta(days=1), NOW)
+
+
+def test_failure_buckets_refill_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    buckets = FailureBuckets(per_minute=3)
+    for _ in range(3):
+        assert not buckets.empty("h")
+        buckets.spend("h")
+    assert buckets.empty("h") and not buckets.empty("other")
+    clock[0] += 20  # a third of a minute returns one failure's worth
+    assert not buckets.empty("h")
+    buckets.spend("h")
+    assert buckets.empty("h")
+
+
+def test_attempt_throttle_refuses_a_handle_or_a_peer_that_failed_too_often() -> None:
+    throttle = AttemptThrottle(per_handle=2, per_peer=3)
+    throttle.failed("handle", "10.0.0.1")
+    throttle.failed("handle", "10.0.0.1")
+    with pytest.raises(Exception, match="too many failed attempts"):
+        throttle.check("handle", "10.0.0.2")
+    throttle.check("other", "10.0.0.2")
+    throttle.failed("other", "10.0.0.1")
+    with pytest.raises(Exception, match="too many failed attempts"):
+        throttle.check("third", "10.0.0.1")
+
+
+def test_origin_reads_each_part_once_and_only_when_asked() -> None:
+    asked: list[str] = []
+
+    def peer() -> str:
+        asked.append("peer")
+        return "ipv4:10.0.0.1:5000"
+
+    origin = Origin(peer=peer, client_ip="10.0.0.1")
+    assert asked == [] and origin.client_ip == "10.0.0.1" and asked == []
+    assert origin.peer == origin.peer == "ipv4:10.0.0.1:5000" and asked == ["peer"]
