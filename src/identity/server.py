@@ -82,7 +82,7 @@ class IdentityServer:
         """
         self.db = db
         self._stopping = threading.Event()
-        hasher = BoundedHasher(
+        self.hasher = hasher = BoundedHasher(
             SecretHasher(settings.argon2), settings.argon2_pool_threads, settings.argon2_queue
         )
         audit = AuditLog(db)
@@ -159,6 +159,7 @@ class IdentityServer:
         self.health.enter_graceful_shutdown()
         self.feed.stop()  # ends watch streams; the cache then ages out and calls read the database
         self.grpc_server.stop(grace).wait()
+        self.hasher.shutdown()
         self.writer.stop()  # after the last call: batched audit events and last-used times are flushed
         self.db.dispose()
 

@@ -40,7 +40,7 @@ def invalid_token(message: str = "the token is invalid") -> IdentityError:
     return IdentityError(Reason.INVALID_TOKEN, message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenClaims:
     """What a verified token says."""
 

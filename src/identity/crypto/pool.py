@@ -2,18 +2,22 @@
 
 An argon2id verification costs tens of milliseconds of one core, so unbounded it lets a flood
 of cold credentials take every core and every request thread. Here at most ``threads`` run at
-once and ``queue`` more wait; any further request is refused at once with RATE_LIMITED rather
-than queued without end. The work runs on the caller's thread (argon2-cffi releases the GIL).
+once, on threads of their own, and ``queue`` more wait; any further request is refused at once
+with RATE_LIMITED rather than queued without end. Dedicated threads also keep argon2's large
+buffers in a few malloc arenas instead of one per request thread, which bounds memory.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import IdentityError, Reason
+
+T = TypeVar("T")
 
 
 def pool_full() -> IdentityError:
@@ -28,24 +32,24 @@ class BoundedHasher:
         """Run at most ``threads`` hashes at once with ``queue`` more waiting."""
         self._hasher = hasher
         self._admitted = threading.BoundedSemaphore(threads + queue)
-        self._running = threading.BoundedSemaphore(threads)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
 
     def hash(self, secret: str) -> str:
         """The argon2id hash of ``secret``; RATE_LIMITED when the pool is full."""
-        with self._slot():
-            return self._hasher.hash(secret)
+        return self._run(self._hasher.hash, secret)
 
     def verify(self, encoded: str | None, secret: str) -> bool:
         """Whether ``secret`` matches ``encoded``; RATE_LIMITED when the pool is full."""
-        with self._slot():
-            return self._hasher.verify(encoded, secret)
+        return self._run(self._hasher.verify, encoded, secret)
 
-    @contextmanager
-    def _slot(self) -> Iterator[None]:
+    def shutdown(self) -> None:
+        """Stop the pool's threads once the work admitted so far is done."""
+        self._executor.shutdown(wait=False)
+
+    def _run(self, work: Callable[..., T], *args: object) -> T:
         if not self._admitted.acquire(blocking=False):
             raise pool_full()
         try:
-            with self._running:
-                yield
+            return self._executor.submit(work, *args).result()
         finally:
             self._admitted.release()

@@ -25,7 +25,7 @@ from identity.domain.model import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CredentialFacts:
     """A verified key with the organization and principal it belongs to."""
 
@@ -97,7 +97,7 @@ def permission_denial(
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to "may this credential do this to that resource?"; a denial is data, not an error."""
 

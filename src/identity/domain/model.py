@@ -69,7 +69,7 @@ class AuditOutcome(StrEnum):
     DENIED = "denied"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyPolicy:
     """An organization's rules for its keys (defaults from API.md)."""
 
@@ -86,7 +86,7 @@ class KeyPolicy:
         return self.max_keys_per_service_account
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Organization:
     """A tenant."""
 
@@ -99,7 +99,7 @@ class Organization:
     is_platform: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     """A user or service account of one organization."""
 
@@ -113,7 +113,7 @@ class Principal:
     has_password: bool = False
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ResourceRef:
     """A resource a key can be limited to; ``id`` ``*`` means every resource of ``type``."""
 
@@ -125,7 +125,7 @@ class ResourceRef:
         return self.type == other.type and (self.id == "*" or self.id == other.id)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Key:
     """An API key's metadata; never its secret or hash."""
 
@@ -179,7 +179,7 @@ class Change:
     expire_time: datetime | None = None  # a revoked token's own expiry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyEvent:
     """One entry of the key change log."""
 
@@ -189,7 +189,7 @@ class KeyEvent:
     time: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audited action; never a secret."""
 
@@ -207,7 +207,7 @@ class AuditEvent:
     details: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling, once the credential verified."""
 
@@ -227,7 +227,7 @@ class Caller:
         return self.platform or self.org_id == org_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestInfo:
     """What an audited action records about the request besides the caller."""
 

@@ -48,7 +48,7 @@ _KEY_EVENT_TYPES = tuple(t.value for t in KeyEventType)
 _AUDIT_TABLE = cast(Table, AuditEventRow.__table__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeySecrets:
     """The hashes a presented secret may match: current, and previous during a rotation grace.
 
@@ -61,7 +61,7 @@ class KeySecrets:
     version: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditFilter:
     """Filters of ListAuditEvents; None or empty means no filter."""
 
