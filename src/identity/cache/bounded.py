@@ -20,7 +20,9 @@ class BoundedCache(Generic[K, V]):
     def __init__(self, max_entries: int) -> None:
         """Hold up to ``max_entries`` entries (0 disables the cache: nothing is kept)."""
         self.max_entries = max_entries
-        self._entries: OrderedDict[K, tuple[V, float | None]] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        # Kept apart, for the entries that have one: most entries of most caches have none.
+        self._deadlines: dict[K, float] = {}
 
     def __len__(self) -> int:
         """How many entries are held (expired ones included until they are next looked at)."""
@@ -28,12 +30,12 @@ class BoundedCache(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         """The live value of ``key``, or None; a hit counts as a use."""
-        entry = self._entries.get(key)
-        if entry is None:
+        value = self._entries.get(key)
+        if value is None:
             return None
-        value, deadline = entry
+        deadline = self._deadlines.get(key)
         if deadline is not None and deadline <= time.monotonic():
-            del self._entries[key]
+            self.pop(key)
             return None
         self._entries.move_to_end(key)
         return value
@@ -42,15 +44,22 @@ class BoundedCache(Generic[K, V]):
         """Hold ``value`` until evicted or, when given, until ``deadline`` (a ``time.monotonic()`` value)."""
         if self.max_entries <= 0:
             return
-        self._entries[key] = (value, deadline)
+        self._entries[key] = value
         self._entries.move_to_end(key)
+        if deadline is None:
+            self._deadlines.pop(key, None)
+        else:
+            self._deadlines[key] = deadline
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            oldest, _ = self._entries.popitem(last=False)
+            self._deadlines.pop(oldest, None)
 
     def pop(self, key: K) -> None:
         """Forget ``key`` if held."""
         self._entries.pop(key, None)
+        self._deadlines.pop(key, None)
 
     def clear(self) -> None:
         """Forget everything."""
         self._entries.clear()
+        self._deadlines.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -513,14 +514,15 @@ def _key_fields(key: Key) -> dict[str, Any]:
 
 
 def _key(row: ApiKeyRow) -> Key:
+    # Ids that many keys share are interned: a replica may cache a key state per key.
     return Key(
         id=row.id,
-        org_id=row.org_id,
-        principal_id=row.principal_id,
+        org_id=sys.intern(row.org_id),
+        principal_id=sys.intern(row.principal_id),
         display_name=row.display_name,
         description=row.description,
         kind=KeyKind(row.kind),
-        environment=row.environment,
+        environment=sys.intern(row.environment),
         prefix=display_prefix(KeyKind(row.kind), row.environment, row.lookup),
         last4=row.last4,
         scopes=tuple(row.scopes),
@@ -530,7 +532,7 @@ def _key(row: ApiKeyRow) -> Key:
         create_time=row.create_time,
         update_time=row.update_time,
         expire_time=row.expire_time,
-        created_by=row.created_by,
+        created_by=sys.intern(row.created_by),
         revoke_time=row.revoke_time,
         revoke_reason=row.revoke_reason,
         last_used_time=row.last_used_time,
