@@ -80,10 +80,10 @@ class DecisionEngine:
             return remembered
         validate_items([item], "", client_ip)
         generation = self._memo.generation
-        caller, decision = self._judge_all(credential, [item], client_ip, origin)
-        if caller is not None and decision[0].allowed:
-            self._memo.put(memo_key, decision[0], generation, caller.valid_until)
-        return decision[0]
+        caller, decisions = self._judge_all(credential, [item], client_ip, origin)
+        if caller is not None and decisions[0].allowed:
+            self._memo.put(memo_key, decisions[0], generation, caller.valid_until)
+        return decisions[0]
 
     def batch(
         self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
@@ -105,6 +105,9 @@ class DecisionEngine:
             attempt = Origin(client_ip=client_ip) if client_ip else origin
             caller = self._authenticator.authenticate(credential, client_ip or None, attempt)
         except IdentityError as error:
+            if error.reason is Reason.RATE_LIMITED:
+                refused = Decision(False, error.reason, error.message)
+                self._writer.record_throttled(_audit(items[0], refused, origin))
             if error.reason in UNDECIDED:
                 raise
             decisions = [Decision(False, error.reason, error.message) for _ in items]

@@ -23,6 +23,7 @@ from identity.domain.model import KeyKind
 from identity.store.database import Database
 from identity.store.repository import Repository
 from identity.v1 import (
+    audit_service_pb2,
     authorization_service_pb2,
     authorization_service_pb2_grpc,
     common_pb2,
@@ -69,6 +70,16 @@ class Tenant:
 @pytest.fixture
 def tenant(harness: Harness) -> Tenant:
     return Tenant(harness)
+
+
+def audit_events(tenant: Tenant, action: str) -> list[audit_service_pb2.AuditEvent]:
+    """Every audit event of ``action``, in any organization (refused credentials have none)."""
+    return list(
+        tenant.admin.audit.ListAuditEvents(
+            audit_service_pb2.ListAuditEventsRequest(action=action, page_size=1000),
+            metadata=tenant.admin.metadata,
+        ).events
+    )
 
 
 @contextmanager
@@ -183,6 +194,13 @@ def test_a_wrong_secret_flood_is_throttled_and_warm_credentials_go_on(tenant: Te
     assert answers[10:] == [RESOURCE_EXHAUSTED] * 4
     details = expect_error(lambda: tenant.check(wrong), RESOURCE_EXHAUSTED, "RATE_LIMITED")
     assert created.api_key not in details.message
+    # Audited: each refusal before the throttle on its own, the throttled ones as one row.
+    tenant.harness.server.writer.flush()
+    events = audit_events(tenant, "authz.check")
+    assert [e.reason for e in events].count("INVALID_API_KEY") == 10
+    throttled = [e for e in events if e.reason == "RATE_LIMITED"]
+    assert len(throttled) == 1 and throttled[0].details["attempts"] == "5", throttled
+    assert wrong not in str(events)
     # The flood costs the warm holder of the real key nothing...
     assert all(tenant.check(created.api_key).allowed for _ in range(20))
     # ...and its exchanges too (the secret is known to this process).
@@ -199,6 +217,9 @@ def test_a_peer_that_fails_too_often_is_throttled(tenant: Tenant) -> None:
         except grpc.RpcError as error:
             answers.append(error.code().name)
     assert answers == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 2
+    tenant.harness.server.writer.flush()
+    throttled = [e for e in audit_events(tenant, "token.exchange") if e.reason == "RATE_LIMITED"]
+    assert [e.details["attempts"] for e in throttled] == ["2"] and throttled[0].peer.startswith("ipv")
     # Check names the end client: a different client address is not throttled by the caller's failures.
     reply = tenant.checks.Check(
         authorization_service_pb2.CheckRequest(

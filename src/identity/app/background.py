@@ -1,8 +1,9 @@
-"""Writes that must not slow a request: check audit events and key last-used times.
+"""Writes that must not slow a request: audit events of checks and exchanges, key last-used times.
 
 They are queued in memory and written in batches by one thread, at most once a second; a key's
-``last_used_time`` is written at most once a minute. ``stop`` flushes what is queued, so a
-graceful shutdown loses nothing. A full queue drops (and counts) rather than blocking a request.
+``last_used_time`` is written at most once a minute, and throttled attempts alike are merged
+into one row per flush. ``stop`` flushes what is queued, so a graceful shutdown loses nothing.
+A full queue drops (and counts) rather than blocking a request.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from identity.domain.errors import IdentityError
@@ -33,6 +35,7 @@ class BackgroundWriter:
         self._flush_seconds = flush_seconds
         self._lock = threading.Lock()
         self._events: deque[AuditEvent] = deque()
+        self._throttled: dict[tuple[str, ...], tuple[AuditEvent, int]] = {}
         self._touched: dict[str, datetime] = {}
         self._written: dict[str, datetime] = {}
         self._stopping = threading.Event()
@@ -46,6 +49,20 @@ class BackgroundWriter:
                 self.dropped += 1
                 return
             self._events.append(event)
+
+    def record_throttled(self, event: AuditEvent) -> None:
+        """Queue the audit event of a throttled attempt: like ones are written once per flush.
+
+        A flood may bring thousands a second; one row per source, action and target says it all,
+        with ``details["attempts"]`` counting them.
+        """
+        key = (event.org_id, event.action, event.target, event.reason, event.peer)
+        with self._lock:
+            held = self._throttled.get(key)
+            if held is None and len(self._throttled) >= MAX_QUEUED_EVENTS:
+                self.dropped += 1
+                return
+            self._throttled[key] = (held[0] if held else event, (held[1] if held else 0) + 1)
 
     def touch(self, key_id: str, when: datetime) -> None:
         """Note that a key was used; written if its last write is a minute old or more."""
@@ -69,7 +86,12 @@ class BackgroundWriter:
         """Write what is queued now; on a database failure keep it for the next round."""
         with self._lock:
             events, self._events = list(self._events), deque()
+            throttled, self._throttled = self._throttled, {}
             touched, self._touched = self._touched, {}
+        events += [
+            replace(event, details={**event.details, "attempts": str(count)})
+            for event, count in throttled.values()
+        ]
         if not events and not touched:
             return
         try:

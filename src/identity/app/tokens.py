@@ -255,7 +255,10 @@ class TokenExchange:
             reason=error.reason.value if error else "",
             details={"flow": flow, **({"deprecated": "true"} if flow == "v1" else {})},
         )
-        self._writer.record(event)
+        if error is not None and error.reason is Reason.RATE_LIMITED:
+            self._writer.record_throttled(event)
+        else:
+            self._writer.record(event)
 
 
 def _lifetime(requested: timedelta) -> timedelta:

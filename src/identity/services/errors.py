@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from identity.domain.errors import IdentityError
+from identity.domain.errors import IdentityError, Reason
 
 ERROR_DOMAIN = "identity"
 
 
 def to_status(error: IdentityError) -> grpc.Status:
     """The status for ``error``: its code, message, ErrorInfo, and field violations if any."""
+    if not error.violations:  # the common refusals repeat: build each one once
+        return _plain_status(error.reason, error.message)
+    return _status(error)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_status(reason: Reason, message: str) -> grpc.Status:
+    return _status(IdentityError(reason, message))
+
+
+def _status(error: IdentityError) -> grpc.Status:
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason.value, domain=ERROR_DOMAIN))
     details = [info]
