@@ -3,8 +3,9 @@
 One thread per process polls the log every ``POLL_SECONDS`` (woken early by PostgreSQL
 LISTEN/NOTIFY where available) and applies what it reads to the key-state cache; a write made
 by this process catches up at once, before its RPC answers. The same progress wakes
-``WatchKeyEvents`` streams. The cache trusts itself only while these catch-ups succeed (see
-:mod:`identity.cache.states`), so a replica that loses the database fails closed.
+``WatchKeyEvents`` streams. The cache answers only while these catch-ups succeed (see
+:mod:`identity.cache.states`): a failed one makes it stop at once, and without any it ages out
+within a second, so a replica that loses the database fails closed.
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ class ChangeFeed:
             self._moved.notify_all()
 
     def catch_up(self) -> None:
-        """Apply every change committed so far. Never raises: on failure the cache goes stale."""
+        """Apply every change committed so far. Never raises: on failure the cache stops answering."""
         with self._catching_up:
             try:
                 self._catch_up()
             except IdentityError:
+                # Whatever the database is doing, a cache that cannot follow it must not answer.
+                self._cache.distrust()
                 if not self._failing:
                     log.warning("cannot read the change log: caches distrusted until it answers again")
                 self._failing = True

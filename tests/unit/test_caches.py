@@ -100,6 +100,9 @@ def test_key_state_cache_answers_only_while_fresh() -> None:
     assert cache.get("key_1") is not None and cache.token_revoked("tok_1") is False
     time.sleep(0.06)
     assert cache.get("key_1") is None and cache.token_revoked("tok_1") is None
+    cache.apply([], time.monotonic())
+    cache.distrust()  # the log could not be read: stop at once, not a second later
+    assert cache.get("key_1") is None and not cache.fresh()
     # A catch-up that did not reach the end of the log does not make it fresh.
     cache.apply([Change(3, ChangeSubject.PRINCIPAL, "sa_9")], None)
     assert not cache.fresh()

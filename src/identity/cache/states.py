@@ -102,6 +102,10 @@ class KeyStateCache:
             self._revoked = dict(revoked)
             self._fresh_until = as_of + self._freshness
 
+    def distrust(self) -> None:
+        """Stop answering until the next successful catch-up (the change log could not be read)."""
+        self._fresh_until = float("-inf")
+
     def apply(self, changes: Sequence[Change], caught_up_at: float | None) -> None:
         """Forget what ``changes`` touched; when ``caught_up_at`` is given, trust the cache from then."""
         with self._lock:
