@@ -32,7 +32,7 @@ def _throughput(context: Context, url: str, platform_key: str) -> None:
 
     throughput.baseline(context, options.workers)
     if options.wants(*IDENTITY_THROUGHPUT):
-        with context.server(url, options.workers) as server:
+        with context.paired_baseline(options.workers), context.server(url, options.workers) as server:
             admin = Admin(server.address, platform_key)
             try:
                 main = tenant(admin, server.address)
@@ -52,7 +52,7 @@ def _throughput(context: Context, url: str, platform_key: str) -> None:
         for workers in (1, 2):
             throughput.baseline(context, workers)
             if workers not in context.results.check_key:
-                with context.server(url, workers) as server:
+                with context.paired_baseline(workers), context.server(url, workers) as server:
                     admin = Admin(server.address, platform_key)
                     try:
                         throughput.check_key(context, server, tenant(admin, server.address))

@@ -13,7 +13,7 @@ from bench.h2load import H2Load
 from bench.options import Options
 from bench.report import Table
 from bench.rpc import BenchError
-from bench.servers import IdentityProcess, identity_server, new_kek
+from bench.servers import IdentityProcess, empty_server, identity_server, new_kek
 from bench.stats import Run
 
 
@@ -33,7 +33,7 @@ class Results:
 
     rows: list[Row] = field(default_factory=list)
     baselines: dict[int, Run] = field(default_factory=dict)
-    check_key: dict[int, Run] = field(default_factory=dict)
+    check_key: dict[int, Row] = field(default_factory=dict)
     tables: list[tuple[str, Table]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -48,6 +48,8 @@ class Context:
         self.scratch = scratch
         self.kek = new_kek()
         self.results = Results()
+        # Empty-handler servers running beside the identity server, by worker count (paired runs).
+        self.baseline_ports: dict[int, int] = {}
         self._started = time.monotonic()
         self._servers = 0
 
@@ -61,6 +63,16 @@ class Context:
     def say(self, message: str) -> None:
         """A progress line on stderr, stamped with the time since the start."""
         print(f"[{time.monotonic() - self._started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def paired_baseline(self, workers: int) -> Iterator[None]:
+        """Keep an empty-handler server with ``workers`` workers up, for cases to pair their runs with."""
+        with empty_server(workers) as port:
+            self.baseline_ports[workers] = port
+            try:
+                yield
+            finally:
+                del self.baseline_ports[workers]
 
     @contextmanager
     def server(self, database_url: str, workers: int) -> Iterator[IdentityProcess]:

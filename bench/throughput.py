@@ -3,6 +3,11 @@
 Every case sends one kind of call at full speed for ``--seconds``, after one warm-up run, and
 keeps the median of ``--repeat`` runs. h2load drives every case whose request never changes;
 the cold exchange, whose every call needs a new key, runs from Python client processes.
+
+This machine's speed drifts from minute to minute, so each h2load case is paired with the
+baseline: before every run of the case, the empty handler (kept running beside the identity
+server, with as many workers) gets a run of the same length, and the case's ratio is to the
+median of those paired runs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from bench.rpc import (
     Answer,
     check_request,
     exchange_request,
+    grpc_frame,
     probe,
     probe_refused,
     raw_call,
@@ -45,6 +51,7 @@ CHECK_FLOOD = "Check, warm API key, wrong-secret flood"
 FLOOD_CONNECTIONS = 4
 FLOOD_LEAD_SECONDS = 1.0  # the flood starts this long before the measured load and ends this long after
 COLD_HEADROOM = 1.2  # cold keys created per second of run: argon2id's rate on every core, times this
+EMPTY_FRAME_SIZE = len(grpc_frame(b""))
 
 
 @dataclass(frozen=True)
@@ -73,59 +80,78 @@ def _measure(
     load: Load,
     frame_size: int,
     around: Callable[[float], AbstractContextManager[None]] | None = None,
-) -> Run:
-    """A warm-up run, then the median of the measured ones; ``around(seconds)`` wraps each run."""
+    paired: Load | None = None,
+) -> tuple[Run, Run | None]:
+    """A warm-up run, then the median of the measured ones; ``around(seconds)`` wraps each run.
+
+    With ``paired``, the baseline load runs just before each run; the median of those comes second.
+    """
     options = context.options
-    runs = []
+    runs, baselines = [], []
     for index, seconds in enumerate([options.warmup_seconds] + [options.seconds] * options.repeat):
+        if paired is not None:
+            baseline_totals = context.h2load.run(paired, seconds)
         with around(seconds) if around else nullcontext():
             totals = context.h2load.run(load, seconds)
         if index:
             runs.append(judge(totals, frame_size))
-    return median_run(runs)
+            if paired is not None:
+                baselines.append(judge(baseline_totals, EMPTY_FRAME_SIZE))
+    return median_run(runs), median_run(baselines) if baselines else None
 
 
-def _steady(context: Context, port: int, method: str, request: bytes, answer: Answer) -> Run:
-    frame_size = probe(f"127.0.0.1:{port}", method, request, answer)
-    return _measure(context, Load(port, method, request, context.options.connections), frame_size)
+def _paired_baseline(context: Context, workers: int) -> Load | None:
+    port = context.baseline_ports.get(workers)
+    return None if port is None else Load(port, EMPTY, b"", context.options.connections)
+
+
+def _steady(context: Context, server: IdentityProcess, request: bytes, method: str, answer: Answer) -> Row:
+    frame_size = probe(server.address, method, request, answer)
+    load = Load(server.port, method, request, context.options.connections)
+    run, paired = _measure(context, load, frame_size, paired=_paired_baseline(context, server.workers))
+    return Row("", server.workers, run, paired)
 
 
 def baseline(context: Context, workers: int) -> Run:
-    """The empty grpcio handler with ``workers`` processes (measured once per worker count)."""
+    """The empty grpcio handler with ``workers`` processes, on its own (measured once per worker count)."""
     results = context.results
     if workers not in results.baselines:
         context.say(f"{BASELINE}, {workers} worker(s)")
         with empty_server(workers) as port:
-            run = _steady(context, port, EMPTY, b"", Answer.EMPTY)
+            frame_size = probe(f"127.0.0.1:{port}", EMPTY, b"", Answer.EMPTY)
+            run, _ = _measure(context, Load(port, EMPTY, b"", context.options.connections), frame_size)
         results.baselines[workers] = run
         results.rows.append(Row(BASELINE, workers, run, run))
     return results.baselines[workers]
 
 
-def _row(context: Context, case: str, workers: int, run: Run) -> None:
-    context.results.rows.append(Row(case, workers, run, context.results.baselines.get(workers)))
+def _record(context: Context, case: str, row: Row) -> Row:
+    recorded = Row(case, row.workers, row.run, row.baseline or context.results.baselines.get(row.workers))
+    context.results.rows.append(recorded)
+    return recorded
 
 
 def check_key(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
     """Check of the warm key, as h2load sends it (recorded per worker count for scaling)."""
     context.say(f"{CHECK_KEY}, {server.workers} worker(s)")
-    run = _steady(context, server.port, CHECK, check_request(tenant.key), Answer.ALLOWED)
-    context.results.check_key[server.workers] = run
-    _row(context, CHECK_KEY, server.workers, run)
+    row = _record(
+        context, CHECK_KEY, _steady(context, server, check_request(tenant.key), CHECK, Answer.ALLOWED)
+    )
+    context.results.check_key[server.workers] = row
 
 
 def check_jwt(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
     """Check of the warm key's JWT."""
     context.say(CHECK_JWT)
-    run = _steady(context, server.port, CHECK, check_request(tenant.token), Answer.ALLOWED)
-    _row(context, CHECK_JWT, server.workers, run)
+    _record(context, CHECK_JWT, _steady(context, server, check_request(tenant.token), CHECK, Answer.ALLOWED))
 
 
 def exchange_warm(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
     """ExchangeApiKey of the warm key."""
     context.say(EXCHANGE_WARM)
-    run = _steady(context, server.port, EXCHANGE, exchange_request(tenant.key), Answer.TOKEN)
-    _row(context, EXCHANGE_WARM, server.workers, run)
+    _record(
+        context, EXCHANGE_WARM, _steady(context, server, exchange_request(tenant.key), EXCHANGE, Answer.TOKEN)
+    )
 
 
 def check_during_flood(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
@@ -164,7 +190,8 @@ def check_during_flood(context: Context, server: IdentityProcess, tenant: Tenant
 
     frame_size = probe(server.address, CHECK, check_request(tenant.key), Answer.ALLOWED)
     load = Load(server.port, CHECK, check_request(tenant.key), options.connections)
-    _row(context, CHECK_FLOOD, server.workers, _measure(context, load, frame_size, flooding))
+    run, paired = _measure(context, load, frame_size, flooding, _paired_baseline(context, server.workers))
+    _record(context, CHECK_FLOOD, Row("", server.workers, run, paired))
     measured = floods[1:]  # not the warm-up's
     seconds = sum(t.seconds for t in measured)
     done = sum(t.done for t in measured)
@@ -215,7 +242,7 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
             runs.append(result.run())
             ran_out += result.exhausted
     run = median_run(runs)
-    _row(context, EXCHANGE_COLD, server.workers, run)
+    _record(context, EXCHANGE_COLD, Row("", server.workers, run, None))
     note = f"; keys ran out early in {ran_out} of {len(runs)} runs (raise --cold-keys)" if ran_out else ""
     context.results.lines.append(
         f"cold exchange: {run.rps:.1f}/s on {server.workers} worker(s), {cores} core(s): "
@@ -226,9 +253,10 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
 
 def scaling_line(context: Context) -> None:
     """The 2-worker / 1-worker throughput ratio of warm-key Check and of the baseline."""
-    results = context.results
-    check = results.check_key[2].rps / results.check_key[1].rps if results.check_key[1].rps else math.nan
-    empty = results.baselines[2].rps / results.baselines[1].rps if results.baselines[1].rps else math.nan
-    results.lines.append(
+    one, two = context.results.check_key[1], context.results.check_key[2]
+    check = two.run.rps / one.run.rps if one.run.rps else math.nan
+    paired = one.baseline and two.baseline and one.baseline.rps
+    empty = two.baseline.rps / one.baseline.rps if paired and two.baseline and one.baseline else math.nan
+    context.results.lines.append(
         f"scaling, '{CHECK_KEY}': 2 workers / 1 worker = {check:.2f}x (empty handler: {empty:.2f}x)"
     )

@@ -115,7 +115,7 @@ class Authenticator:
         parsed = apikeys.parse(plaintext)
         if parsed is None:
             raise invalid_api_key()
-        self._throttle.check(parsed.lookup, origin.client_ip)
+        self._throttle.check(parsed.lookup, origin)
         found = self._store.by_lookup(parsed.lookup)
         # The hash work runs for unknown keys too, so timing does not tell them apart.
         version = self._matching_version(found[1] if found else None, parsed.secret)

@@ -107,7 +107,9 @@ class DecisionEngine:
         except IdentityError as error:
             if error.reason is Reason.RATE_LIMITED:
                 refused = Decision(False, error.reason, error.message)
-                self._writer.record_throttled(_audit(items[0], refused, origin))
+                self._writer.record_throttled(
+                    ("authz.check", " ".join(items[0].permissions)), lambda: _audit(items[0], refused, origin)
+                )
             if error.reason in UNDECIDED:
                 raise
             decisions = [Decision(False, error.reason, error.message) for _ in items]

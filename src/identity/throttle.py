@@ -14,6 +14,7 @@ import time
 
 from identity.cache.bounded import BoundedCache
 from identity.domain.errors import IdentityError, Reason
+from identity.domain.model import Origin
 
 MAX_TRACKED = 100_000
 
@@ -63,9 +64,15 @@ class AttemptThrottle:
         self._handles = FailureBuckets(per_handle)
         self._peers = FailureBuckets(per_peer)
 
-    def check(self, handle: str, peer: str) -> None:
-        """Raise RATE_LIMITED when the handle or the peer has no failure left."""
-        if self._handles.empty(handle) or (peer and self._peers.empty(peer)):
+    def check(self, handle: str, origin: Origin) -> None:
+        """Raise RATE_LIMITED when the handle or the client address has no failure left.
+
+        The handle is judged first: a flood against one key never makes gRPC look up its peer.
+        """
+        if self._handles.empty(handle):
+            raise rate_limited()
+        peer = origin.client_ip
+        if peer and self._peers.empty(peer):
             raise rate_limited()
 
     def failed(self, handle: str, peer: str) -> None:

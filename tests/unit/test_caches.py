@@ -170,11 +170,11 @@ def test_attempt_throttle_refuses_a_handle_or_a_peer_that_failed_too_often() -> 
     throttle.failed("handle", "10.0.0.1")
     throttle.failed("handle", "10.0.0.1")
     with pytest.raises(Exception, match="too many failed attempts"):
-        throttle.check("handle", "10.0.0.2")
-    throttle.check("other", "10.0.0.2")
+        throttle.check("handle", Origin(client_ip="10.0.0.2"))
+    throttle.check("other", Origin(client_ip="10.0.0.2"))
     throttle.failed("other", "10.0.0.1")
     with pytest.raises(Exception, match="too many failed attempts"):
-        throttle.check("third", "10.0.0.1")
+        throttle.check("third", Origin(client_ip="10.0.0.1"))
 
 
 def test_origin_reads_each_part_once_and_only_when_asked() -> None:

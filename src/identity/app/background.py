@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -50,19 +51,25 @@ class BackgroundWriter:
                 return
             self._events.append(event)
 
-    def record_throttled(self, event: AuditEvent) -> None:
-        """Queue the audit event of a throttled attempt: like ones are written once per flush.
+    def record_throttled(self, key: tuple[str, ...], event: Callable[[], AuditEvent]) -> None:
+        """Count a throttled attempt; the first of each ``key`` in a flush builds its audit event.
 
-        A flood may bring thousands a second; one row per source, action and target says it all,
-        with ``details["attempts"]`` counting them.
+        A flood may bring thousands a second, so like attempts (same ``key``: action, target,
+        reason, organization) are written as one row per flush, the first one's, with
+        ``details["attempts"]`` counting them; the others cost a dictionary update.
         """
-        key = (event.org_id, event.action, event.target, event.reason, event.peer)
         with self._lock:
             held = self._throttled.get(key)
-            if held is None and len(self._throttled) >= MAX_QUEUED_EVENTS:
+            if held is not None:
+                self._throttled[key] = (held[0], held[1] + 1)
+                return
+            if len(self._throttled) >= MAX_QUEUED_EVENTS:
                 self.dropped += 1
                 return
-            self._throttled[key] = (held[0] if held else event, (held[1] if held else 0) + 1)
+        first = event()
+        with self._lock:
+            held = self._throttled.get(key)
+            self._throttled[key] = (held[0], held[1] + 1) if held else (first, 1)
 
     def touch(self, key_id: str, when: datetime) -> None:
         """Note that a key was used; written if its last write is a minute old or more."""

@@ -14,7 +14,7 @@ from identity.authz import Authenticator, invalid_api_key
 from identity.domain import scopes as scope_rules
 from identity.domain.decisions import CredentialFacts, credential_denial
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason, invalid
-from identity.domain.model import AuditOutcome, Caller, Origin, PrincipalKind, RequestInfo
+from identity.domain.model import AuditEvent, AuditOutcome, Caller, Origin, PrincipalKind, RequestInfo
 from identity.domain.validation import Violations
 from identity.keyring import Keyring
 from identity.store.database import Database
@@ -246,19 +246,22 @@ class TokenExchange:
                 if STATUS_OF_REASON[error.reason] == "PERMISSION_DENIED"
                 else AuditOutcome.FAILURE
             )
-        event = audit_event(
-            RequestInfo(caller, peer=origin.peer, user_agent=origin.user_agent),
-            "token.exchange",
-            target[:64],
-            caller.org_id,
-            outcome=outcome,
-            reason=error.reason.value if error else "",
-            details={"flow": flow, **({"deprecated": "true"} if flow == "v1" else {})},
-        )
+
+        def event() -> AuditEvent:
+            return audit_event(
+                RequestInfo(caller, peer=origin.peer, user_agent=origin.user_agent),
+                "token.exchange",
+                target[:64],
+                caller.org_id,
+                outcome=outcome,
+                reason=error.reason.value if error else "",
+                details={"flow": flow, **({"deprecated": "true"} if flow == "v1" else {})},
+            )
+
         if error is not None and error.reason is Reason.RATE_LIMITED:
-            self._writer.record_throttled(event)
+            self._writer.record_throttled(("token.exchange", flow, target[:64], caller.org_id), event)
         else:
-            self._writer.record(event)
+            self._writer.record(event())
 
 
 def _lifetime(requested: timedelta) -> timedelta:

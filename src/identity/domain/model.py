@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
 
 
 class OrganizationState(StrEnum):
@@ -254,20 +253,23 @@ class Origin:
         self._parts = {"peer": peer, "client_ip": client_ip, "user_agent": user_agent}
 
     def _part(self, name: str) -> str:
+        # Resolved once and kept (not functools.cached_property: it takes a lock on every read).
         part = self._parts[name]
-        return part() if callable(part) else part
+        if callable(part):
+            part = self._parts[name] = part()
+        return part
 
-    @cached_property
+    @property
     def peer(self) -> str:
         """The transport's peer, e.g. ``ipv4:10.0.0.1:5000``."""
         return self._part("peer")
 
-    @cached_property
+    @property
     def client_ip(self) -> str:
         """The client's IP address."""
         return self._part("client_ip")
 
-    @cached_property
+    @property
     def user_agent(self) -> str:
         """The client's user agent."""
         return self._part("user_agent")
