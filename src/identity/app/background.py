@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from identity.domain.errors import IdentityError
 from identity.domain.model import AuditEvent
@@ -104,8 +104,7 @@ class BackgroundWriter:
         try:
             with self._db.write() as session:
                 repo = Repository(session)
-                for event in events:
-                    repo.add_audit_event(event)
+                repo.add_audit_events(events)
                 repo.touch_keys(touched)
         except IdentityError:
             log.warning(
@@ -115,8 +114,11 @@ class BackgroundWriter:
                 self._events.extendleft(reversed(events))
                 self._touched = touched | self._touched
             return
+        now = datetime.now(UTC)
         with self._lock:
             self._written.update(touched)
+            # Only writes of the last minute decide anything: forget older ones, or this grows with every key.
+            self._written = {k: t for k, t in self._written.items() if now - t < LAST_USED_RESOLUTION}
 
     def _run(self) -> None:
         while not self._stopping.wait(self._flush_seconds):
