@@ -1,23 +1,20 @@
-"""The ``identity`` command: serve, migrate, bootstrap, and client commands (token exchange)."""
+"""The ``identity`` command: serve, migrate, bootstrap, and client commands (see :mod:`identity.cli_client`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.json_format import MessageToJson
 from sqlalchemy.engine import make_url
 
 from identity.app.bootstrap import bootstrap
+from identity.cli_client import CommandError, keys_expiring, parse_span, report_rpc_error, token_exchange
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import IdentityError
 from identity.store.database import Database
-from identity.v1 import token_service_pb2, token_service_pb2_grpc
 from identity.workers import serve_workers
 
 
@@ -48,39 +45,6 @@ def _bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _token_exchange(settings: Settings, args: argparse.Namespace) -> int:
-    # The key comes from the environment, never from argv, where any local user could read it.
-    api_key = os.environ.get("IDENTITY_API_KEY", "")
-    if not api_key:
-        print("identity token exchange: set IDENTITY_API_KEY to the API key to exchange", file=sys.stderr)
-        return 2
-    lifetime = Duration(seconds=args.lifetime)
-    with grpc.insecure_channel(args.server or settings.listen) as channel:
-        tokens = token_service_pb2_grpc.TokenServiceStub(channel)
-        try:
-            if args.key_id:
-                reply = tokens.ExchangeApiKeyWithId(
-                    token_service_pb2.ExchangeApiKeyWithIdRequest(
-                        key_id=args.key_id,
-                        api_key=api_key,
-                        audience=args.audience,
-                        scopes=args.scope,
-                        lifetime=lifetime,
-                    )
-                )
-            else:
-                reply = tokens.ExchangeApiKey(
-                    token_service_pb2.ExchangeApiKeyRequest(
-                        api_key=api_key, audience=args.audience, scopes=args.scope, lifetime=lifetime
-                    )
-                )
-        except grpc.RpcError as error:
-            print(f"identity token exchange: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    print(MessageToJson(reply, preserving_proto_field_name=True))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the ``identity`` command line."""
     parser = argparse.ArgumentParser(
@@ -108,16 +72,45 @@ def main(argv: list[str] | None = None) -> int:
     exchange.add_argument(
         "--lifetime", type=int, default=0, help="lifetime in seconds (default 900, at most 3600)"
     )
+    keys = commands.add_parser("keys", help="key commands against a running server")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    expiring = key_commands.add_parser(
+        "expiring", help="list active keys that expire soon, soonest first (caller: IDENTITY_API_KEY)"
+    )
+    expiring.add_argument("--server", help="HOST:PORT of the server (default IDENTITY_LISTEN)")
+    expiring.add_argument(
+        "--within", type=parse_span, required=True, help="window from now: 14d, 36h, 90m or 3600s"
+    )
+    scope = expiring.add_mutually_exclusive_group()
+    scope.add_argument("--org", default="", help="the organization (default: the caller's own)")
+    scope.add_argument("--all-orgs", action="store_true", help="every organization (a platform key)")
+    expiring.add_argument("--json", action="store_true", help="one JSON object per key instead of columns")
     args = parser.parse_args(argv)
     settings = Settings.from_env().with_overrides(
         listen=getattr(args, "listen", None), workers=getattr(args, "workers", None)
     )
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    handlers = {"serve": _serve, "migrate": _migrate, "bootstrap": _bootstrap, "token": _token_exchange}
+    handlers = {
+        "serve": _serve,
+        "migrate": _migrate,
+        "bootstrap": _bootstrap,
+        "token": token_exchange,
+        "keys": keys_expiring,
+    }
+    command = " ".join(
+        filter(
+            None, [args.command, getattr(args, "token_command", None), getattr(args, "keys_command", None)]
+        )
+    )
     try:
         return handlers[args.command](settings, args)
+    except grpc.RpcError as error:
+        return report_rpc_error(command, error)
+    except CommandError as error:
+        print(f"identity {command}: {error}", file=sys.stderr)
+        return 2
     except IdentityError as error:
-        print(f"identity {args.command}: {error.message}", file=sys.stderr)
+        print(f"identity {command}: {error.message}", file=sys.stderr)
         return 1
 
 

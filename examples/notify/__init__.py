@@ -1,0 +1,1 @@
+"""Turning key events and expiring keys into notifications."""
