@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import inspect, text
@@ -121,6 +122,30 @@ class Admin:
         )
         response: key_service_pb2.CreateKeyResponse = self.keys.CreateKey(request, metadata=self.metadata)
         return response
+
+    def set_organization_state(
+        self, org_id: str, state: organization_service_pb2.OrganizationState.ValueType
+    ) -> None:
+        """Activate or deactivate an organization (a platform caller)."""
+        self.orgs.UpdateOrganization(
+            organization_service_pb2.UpdateOrganizationRequest(
+                organization=organization_service_pb2.Organization(id=org_id, state=state),
+                update_mask=FieldMask(paths=["state"]),
+            ),
+            metadata=self.metadata,
+        )
+
+    def set_principal_state(
+        self, principal_id: str, state: principal_service_pb2.PrincipalState.ValueType
+    ) -> None:
+        """Enable or disable a principal."""
+        self.principals.UpdatePrincipal(
+            principal_service_pb2.UpdatePrincipalRequest(
+                principal=principal_service_pb2.Principal(id=principal_id, state=state),
+                update_mask=FieldMask(paths=["state"]),
+            ),
+            metadata=self.metadata,
+        )
 
     def tenant_admin(self, scopes: list[str] | None = None, **policy: Any) -> tuple[str, str, str]:
         """A new organization with a service account holding an admin key: (org_id, principal_id, api_key)."""

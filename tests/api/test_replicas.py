@@ -240,29 +240,11 @@ def revoke_key(t: Tenant) -> None:
 
 
 def deactivate_organization(t: Tenant) -> None:
-    a = t.replicas.a.admin
-    a.orgs.UpdateOrganization(
-        organization_service_pb2.UpdateOrganizationRequest(
-            organization=organization_service_pb2.Organization(
-                id=t.org_id, state=organization_service_pb2.ORGANIZATION_STATE_INACTIVE
-            ),
-            update_mask=FieldMask(paths=["state"]),
-        ),
-        metadata=a.metadata,
-    )
+    t.replicas.a.admin.set_organization_state(t.org_id, organization_service_pb2.ORGANIZATION_STATE_INACTIVE)
 
 
 def disable_principal(t: Tenant) -> None:
-    a = t.replicas.a.admin
-    a.principals.UpdatePrincipal(
-        principal_service_pb2.UpdatePrincipalRequest(
-            principal=principal_service_pb2.Principal(
-                id=t.principal_id, state=principal_service_pb2.PRINCIPAL_STATE_DISABLED
-            ),
-            update_mask=FieldMask(paths=["state"]),
-        ),
-        metadata=a.metadata,
-    )
+    t.replicas.a.admin.set_principal_state(t.principal_id, principal_service_pb2.PRINCIPAL_STATE_DISABLED)
 
 
 def rotate_without_grace(t: Tenant) -> None:

@@ -240,14 +240,7 @@ class CacheModel(RuleBasedStateMachine):
             if self.org_active
             else organization_service_pb2.ORGANIZATION_STATE_INACTIVE
         )
-        admin = self.world.replicas[replica].admin
-        admin.orgs.UpdateOrganization(
-            organization_service_pb2.UpdateOrganizationRequest(
-                organization=organization_service_pb2.Organization(id=self.org_id, state=state),
-                update_mask=FieldMask(paths=["state"]),
-            ),
-            metadata=admin.metadata,
-        )
+        self.world.replicas[replica].admin.set_organization_state(self.org_id, state)
         self.changed(replica)
 
     @rule(replica=st.integers(0, 1), principal=st.integers(0, 1))
@@ -258,14 +251,7 @@ class CacheModel(RuleBasedStateMachine):
             if self.principal_active[principal]
             else principal_service_pb2.PRINCIPAL_STATE_DISABLED
         )
-        admin = self.world.replicas[replica].admin
-        admin.principals.UpdatePrincipal(
-            principal_service_pb2.UpdatePrincipalRequest(
-                principal=principal_service_pb2.Principal(id=self.principal_ids[principal], state=state),
-                update_mask=FieldMask(paths=["state"]),
-            ),
-            metadata=admin.metadata,
-        )
+        self.world.replicas[replica].admin.set_principal_state(self.principal_ids[principal], state)
         self.changed(replica)
 
     @rule(replica=st.integers(0, 1), pick=st.integers(0, 100))
