@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 
 # Set on a session that appended to the change log; its commit runs the after-change hooks.
 _CHANGED = "identity_change_logged"
-# How long a SQLite statement waits for a lock another connection holds. Writers queue for the
-# write lock for milliseconds; one that waits longer is locked out (another process holds the
-# lock), and the caller must hear UNAVAILABLE promptly rather than hang.
-SQLITE_BUSY_SECONDS = 2
+# How long a SQLite statement waits for a lock another connection holds before it fails (and
+# the call with it, UNAVAILABLE). Writers queue for the one write lock: at 100 calls in flight on
+# two workers some waited 5 s, so less would refuse writes under load; 30 s (as before) made a
+# lock held by another process hang each write for half a minute. SQLite's own wait for a
+# locked-out read is about 10 s too.
+SQLITE_BUSY_SECONDS = 10
 # SELECT 1 never reads a SQLite file: reading its schema proves the file can be read now.
 _PING = {"sqlite": "SELECT count(*) FROM sqlite_master"}
 
