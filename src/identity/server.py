@@ -154,7 +154,7 @@ class IdentityServer:
         self._monitor.start()
 
     def stop(self, grace: float) -> None:
-        """Drain: refuse new calls, report NOT_SERVING, end watch streams, let in-flight calls finish within ``grace``."""
+        """Drain: refuse new calls, report NOT_SERVING, end watch streams; calls in flight get ``grace``."""
         self._stopping.set()
         # Refuse new calls first: a client told NOT_SERVING must not get a call accepted after it.
         drained = self.grpc_server.stop(grace)

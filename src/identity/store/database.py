@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 _CHANGED = "identity_change_logged"
 # How long a SQLite statement waits for a lock another connection holds before it fails (and
 # the call with it, UNAVAILABLE). Writers queue for the one write lock: at 100 calls in flight on
-# two workers some waited 5 s, so less would refuse writes under load; 30 s (as before) made a
-# lock held by another process hang each write for half a minute. SQLite's own wait for a
-# locked-out read is about 10 s too.
+# two workers of a busy machine some waited 5 to 7 s, so much less would refuse writes under
+# load; 30 s (as before) made a lock held by another process hang each write for half a minute.
+# SQLite's own wait for a locked-out read is about 10 s too.
 SQLITE_BUSY_SECONDS = 10
 # SELECT 1 never reads a SQLite file: reading its schema proves the file can be read now.
 _PING = {"sqlite": "SELECT count(*) FROM sqlite_master"}
