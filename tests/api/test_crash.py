@@ -207,6 +207,8 @@ def check_reply(channel: grpc.Channel, api_key: str) -> authorization_service_pb
 
 
 def test_a_server_killed_mid_burst_leaves_every_change_whole(database_url: str, tmp_path: Path) -> None:
+    """Twelve writers change keys until the server is SIGKILLed with changes in flight; then the
+    database, read directly, and a restarted server must agree with every acknowledged answer."""
     db = Database(database_url)
     db.migrate()
     platform = bootstrap(db, SecretHasher(TEST_ARGON2))

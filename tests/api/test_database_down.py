@@ -78,6 +78,7 @@ def test_calls_are_unavailable_and_health_not_serving(
 
 @pytest.fixture
 def outage(database_url: str) -> Iterator[Outage]:
+    """A way to take the test database away from the server and give it back."""
     with database_outage(database_url) as outage:
         yield outage
 

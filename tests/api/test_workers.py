@@ -123,6 +123,7 @@ class Tenant:
 
 
 def test_two_workers_share_the_port_and_drain_together(database_url: str, tmp_path: Path) -> None:
+    """Both workers serve; on SIGTERM both drain as the module says, within ``GRACE`` + 1 s."""
     db = Database(database_url)
     db.migrate()
     key = bootstrap(db, SecretHasher(TEST_ARGON2)).api_key
