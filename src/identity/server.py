@@ -154,11 +154,13 @@ class IdentityServer:
         self._monitor.start()
 
     def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING, end watch streams, let in-flight calls finish within ``grace``."""
+        """Drain: refuse new calls, report NOT_SERVING, end watch streams; calls in flight get ``grace``."""
         self._stopping.set()
-        self.health.enter_graceful_shutdown()
+        # Refuse new calls first: a client told NOT_SERVING must not get a call accepted after it.
+        drained = self.grpc_server.stop(grace)
+        self.health.enter_graceful_shutdown()  # open health watches hear it: they run until the grace ends
         self.feed.stop()  # ends watch streams; the cache then ages out and calls read the database
-        self.grpc_server.stop(grace).wait()
+        drained.wait()
         self.hasher.shutdown()
         self.writer.stop()  # after the last call: batched audit events and last-used times are flushed
         self.db.dispose()

@@ -174,7 +174,9 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         raise AssertionError("abort_with_status returns only by raising")
 
     def _record(self, rule: Rule, info: RequestInfo, request: Message, error: IdentityError) -> None:
-        if rule.action is None:
+        # The database just failed this call: a second write there would most likely fail too, after
+        # making the caller wait again (a locked-out SQLite holds each statement for seconds).
+        if rule.action is None or error.reason is Reason.UNAVAILABLE:
             return
         # File the refusal under the organization acted in, so its own auditors see it.
         org_id = getattr(request, "org_id", "")
