@@ -27,6 +27,11 @@ from identity.v1 import (
 )
 
 
+def mistyped(api_key: str) -> str:
+    """``api_key`` with its last character changed: always a different key (a fixed swap may be a no-op)."""
+    return api_key[:-1] + ("B" if api_key.endswith("A") else "A")
+
+
 def auth(api_key: str) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying ``api_key`` as a Bearer credential."""
     return (("authorization", f"Bearer {api_key}"),)

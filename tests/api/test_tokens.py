@@ -24,7 +24,7 @@ from identity.v1 import (
     token_service_pb2_grpc,
 )
 from tests.conftest import Harness
-from tests.helpers import Admin, expect_error
+from tests.helpers import Admin, expect_error, mistyped
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
@@ -308,7 +308,7 @@ def test_a_token_is_a_caller_credential_for_admin_rpcs(tenant: Tenant) -> None:
 
 def test_every_exchange_is_audited(tenant: Tenant) -> None:
     tenant.v2()
-    expect_error(lambda: tenant.v2(api_key=tenant.api_key[:-1] + "x"), UNAUTHENTICATED, "INVALID_API_KEY")
+    expect_error(lambda: tenant.v2(api_key=mistyped(tenant.api_key)), UNAUTHENTICATED, "INVALID_API_KEY")
     tenant.harness.server.writer.flush()  # exchanges are audited in batches off the request path
     events = tenant.platform.audit.ListAuditEvents(
         audit_service_pb2.ListAuditEventsRequest(action="token.exchange"), metadata=tenant.platform.metadata
