@@ -3,6 +3,7 @@ a wait for health, and a stop that always happens."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,10 +13,15 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from identity.app.bootstrap import bootstrap
+from identity.app.keys import IssuedKey
+from identity.crypto.hashing import SecretHasher
+from identity.store.database import Database
 from tests.conftest import TEST_ARGON2, TEST_KEK
 
 IDENTITY = str(Path(sys.executable).parent / "identity")
@@ -28,6 +34,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def bootstrapped(database_url: str) -> IssuedKey:
+    """Migrate and bootstrap the database a server is about to serve; the platform key."""
+    db = Database(database_url)
+    try:
+        db.migrate()
+        return bootstrap(db, SecretHasher(TEST_ARGON2))
+    finally:
+        db.dispose()
+
+
 def serve_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a test server: the test database, KEK and argon2 profile, plus ``extra``."""
     return {
@@ -38,6 +54,7 @@ def serve_env(database_url: str, **extra: str) -> dict[str, str]:
         "IDENTITY_ARGON2_TIME_COST": str(TEST_ARGON2.time_cost),
         "IDENTITY_SHUTDOWN_GRACE": "2",
         "IDENTITY_ARGON2_QUEUE": "64",  # room for the bursts of concurrent creations quota tests fire
+        "IDENTITY_METRICS_LISTEN": "",  # servers run side by side: no two on the default metrics port
         **extra,
     }
 
@@ -45,10 +62,23 @@ def serve_env(database_url: str, **extra: str) -> dict[str, str]:
 class ServeProcess:
     """One ``identity serve`` subprocess listening on ``address``, logging to ``log_path``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], address: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        address: str,
+        log_path: Path,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.process = process
         self.address = address
         self.log_path = log_path
+        self.credentials = credentials
+
+    def channel(self) -> grpc.Channel:
+        """A new channel to the server, over TLS when it was started with client credentials."""
+        if self.credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.credentials)
 
     @property
     def running(self) -> bool:
@@ -63,6 +93,20 @@ class ServeProcess:
             return "(no log)"
         return text[-tail:]
 
+    def log_records(self) -> list[dict[str, Any]]:
+        """Every line of the process's output, each parsed as the JSON object it must be."""
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    def rpc_pids(self, method: str, code: str = "OK") -> set[int]:
+        """The processes that logged a call of ``method`` (its last path segment) ending with ``code``."""
+        return {
+            record["pid"]
+            for record in self.log_records()
+            if record["logger"] == "identity.rpc"
+            and record["method"].endswith(f"/{method}")
+            and record["code"] == code
+        }
+
     def describe(self, tail: int = 4000) -> str:
         """Address, state and the end of the log, for assertion messages."""
         state = "running" if self.running else f"exited with {self.process.returncode}"
@@ -73,7 +117,7 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.running, f"the server exited before serving\n{self.describe()}"
-            with grpc.insecure_channel(self.address) as channel:
+            with self.channel() as channel:
                 try:
                     reply = health_pb2_grpc.HealthStub(channel).Check(
                         health_pb2.HealthCheckRequest(), timeout=1
@@ -104,11 +148,12 @@ def identity_serve(
     workers: int = 1,
     address: str = "",
     env: Mapping[str, str] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[ServeProcess]:
     """Start ``identity serve --workers N --listen ADDRESS`` and stop it when the block ends, however it ends.
 
-    ``env`` adds to the test environment. The block gets the process before it is serving; call
-    :meth:`ServeProcess.wait_serving`.
+    ``env`` adds to the test environment; ``credentials`` are the client's for a TLS server. The
+    block gets the process before it is serving; call :meth:`ServeProcess.wait_serving`.
     """
     address = address or f"127.0.0.1:{free_port()}"
     with log_path.open("wb") as log:
@@ -118,7 +163,7 @@ def identity_serve(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    serving = ServeProcess(process, address, log_path)
+    serving = ServeProcess(process, address, log_path, credentials)
     try:
         yield serving
     finally:

@@ -7,6 +7,7 @@ for keys about to expire.
 
     IDENTITY_API_KEY=idk_live_... python -m examples.notify.key_events --org org_... --cursor-file
         /var/lib/identity-notify/cursor [--webhook https://hooks.example/identity]
+        [--server HOST:PORT] [--ca-file ca.pem [--cert-file client.pem --key-file client.key]]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from identity.cli_client import connect, connection_options
 from identity.v1 import key_service_pb2, key_service_pb2_grpc
 
 Notify = Callable[[dict[str, Any]], None]
@@ -71,15 +73,16 @@ def webhook(url: str) -> Notify:
 def main() -> None:
     """Follow one organization's key events until the stream ends."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[connection_options()],
     )
-    parser.add_argument("--server", default="localhost:50051")
     parser.add_argument("--org", required=True)
     parser.add_argument("--cursor-file", type=Path, required=True)
     parser.add_argument("--webhook", default="", help="POST events here instead of printing them")
     args = parser.parse_args()
     notify = webhook(args.webhook) if args.webhook else lambda event: print(json.dumps(event), flush=True)
-    with grpc.insecure_channel(args.server) as channel:
+    with connect(args, "localhost:50051") as channel:
         follow(channel, os.environ["IDENTITY_API_KEY"], args.org, args.cursor_file, notify)
 
 

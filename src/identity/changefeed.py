@@ -44,6 +44,7 @@ class ChangeFeed:
         self._moved = threading.Condition()
         self._stopping = threading.Event()
         self._failing = False
+        self._caught_up_at = float("-inf")  # time.monotonic() of the last read that reached the log's end
         self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
         db.after_change(self.catch_up)
 
@@ -51,6 +52,11 @@ class ChangeFeed:
     def cursor(self) -> int:
         """The newest change applied (0 before the first successful catch-up)."""
         return self._cursor or 0
+
+    @property
+    def lag_seconds(self) -> float:
+        """Seconds since the last catch-up that reached the end of the log (infinite before one)."""
+        return time.monotonic() - self._caught_up_at
 
     @property
     def stopped(self) -> bool:
@@ -105,6 +111,7 @@ class ChangeFeed:
                     self._cursor = changes[-1].cursor
                     self._moved.notify_all()
             if caught_up:
+                self._caught_up_at = started
                 return
 
     def _start_following(self) -> None:

@@ -10,10 +10,18 @@ import grpc
 from sqlalchemy.engine import make_url
 
 from identity.app.bootstrap import bootstrap
-from identity.cli_client import CommandError, keys_expiring, parse_span, report_rpc_error, token_exchange
+from identity.cli_client import (
+    CommandError,
+    connection_options,
+    keys_expiring,
+    parse_span,
+    report_rpc_error,
+    token_exchange,
+)
 from identity.config import Settings
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import IdentityError
+from identity.logs import configure_logging
 from identity.store.database import Database
 from identity.workers import serve_workers
 
@@ -58,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("migrate", help="bring the database schema up to date")
     commands.add_parser("bootstrap", help="create the platform organization and print its key once")
+    client = connection_options()
     token = commands.add_parser("token", help="token commands against a running server")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     exchange = token_commands.add_parser(
-        "exchange", help="exchange the key in IDENTITY_API_KEY for a JWT (v3 with --key-id, else v2)"
+        "exchange",
+        parents=[client],
+        help="exchange the key in IDENTITY_API_KEY for a JWT (v3 with --key-id, else v2)",
     )
-    exchange.add_argument("--server", help="HOST:PORT of the server (default IDENTITY_LISTEN)")
     exchange.add_argument("--key-id", default="", help="the key id, for keys that require it (v3 exchange)")
     exchange.add_argument("--audience", default="", help="the token audience (default: the service's)")
     exchange.add_argument(
@@ -75,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="key commands against a running server")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     expiring = key_commands.add_parser(
-        "expiring", help="list active keys that expire soon, soonest first (caller: IDENTITY_API_KEY)"
+        "expiring",
+        parents=[client],
+        help="list active keys that expire soon, soonest first (caller: IDENTITY_API_KEY)",
     )
-    expiring.add_argument("--server", help="HOST:PORT of the server (default IDENTITY_LISTEN)")
     expiring.add_argument(
         "--within", type=parse_span, required=True, help="window from now: 14d, 36h, 90m or 3600s"
     )
@@ -89,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env().with_overrides(
         listen=getattr(args, "listen", None), workers=getattr(args, "workers", None)
     )
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # serve writes JSON lines for log collectors by default; the other commands talk to a person.
+    settings = settings.with_overrides(
+        log_format=settings.log_format or ("json" if args.command == "serve" else "text")
+    )
+    configure_logging(settings.log_level, settings.log_format)
     handlers = {
         "serve": _serve,
         "migrate": _migrate,

@@ -19,6 +19,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict, MessageToJson
 
 from identity.config import Settings
+from identity.domain.validation import escape_controls
+from identity.tls import dial
 from identity.v1 import (
     authorization_service_pb2,
     authorization_service_pb2_grpc,
@@ -55,11 +57,30 @@ def api_key() -> str:
     return key
 
 
+def connection_options() -> argparse.ArgumentParser:
+    """The options of every command that dials a server (a parent parser): where, and how to speak TLS."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--server", help="HOST:PORT of the server (default IDENTITY_LISTEN)")
+    options.add_argument(
+        "--ca-file", default="", help="TLS: the CA certificate(s) that signed the server's certificate (PEM)"
+    )
+    options.add_argument(
+        "--cert-file", default="", help="mutual TLS: this client's certificate (PEM), with --key-file"
+    )
+    options.add_argument("--key-file", default="", help="mutual TLS: this client's private key (PEM)")
+    return options
+
+
+def connect(args: argparse.Namespace, default_server: str) -> grpc.Channel:
+    """A channel as :func:`connection_options` asked: to ``--server`` (else ``default_server``)."""
+    return dial(args.server or default_server, args.ca_file, args.cert_file, args.key_file)
+
+
 def token_exchange(settings: Settings, args: argparse.Namespace) -> int:
     """Exchange the key in ``IDENTITY_API_KEY`` for a JWT (v3 with ``--key-id``) and print the reply."""
     key = api_key()
     lifetime = Duration(seconds=args.lifetime)
-    with grpc.insecure_channel(args.server or settings.listen) as channel:
+    with connect(args, settings.listen) as channel:
         tokens = token_service_pb2_grpc.TokenServiceStub(channel)
         if args.key_id:
             reply: token_service_pb2.ExchangeApiKeyResponse | token_service_pb2.ExchangeApiKeyWithIdResponse
@@ -89,7 +110,7 @@ def keys_expiring(settings: Settings, args: argparse.Namespace) -> int:
     every organization. ``--json`` prints one JSON object per key, for scripts and notifiers.
     """
     metadata = (("authorization", f"Bearer {api_key()}"),)
-    with grpc.insecure_channel(args.server or settings.listen) as channel:
+    with connect(args, settings.listen) as channel:
         for org_id in _organizations(channel, metadata, args):
             for key in _expiring(channel, metadata, org_id, args.within):
                 print(_key_line(key, as_json=args.json))
@@ -145,7 +166,9 @@ def _key_line(key: key_service_pb2.Key, *, as_json: bool) -> str:
     if as_json:
         return json.dumps(MessageToDict(key, preserving_proto_field_name=True), sort_keys=True)
     expires = key.expire_time.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")
-    return "\t".join([expires, key.id, key.org_id, key.principal_id, key.prefix, key.display_name])
+    # A name may hold tabs and line breaks: escaped, it cannot shift a column or forge a line.
+    name = escape_controls(key.display_name)
+    return "\t".join([expires, key.id, key.org_id, key.principal_id, key.prefix, name])
 
 
 def report_rpc_error(command: str, error: grpc.RpcError) -> int:

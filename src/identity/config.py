@@ -10,6 +10,10 @@ from identity.crypto.hashing import Argon2Profile
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///identity.db"
+# Prometheus' conventional exporter port, on loopback like the gRPC default: set 0.0.0.0:9464 to be scraped.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("json", "text")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,11 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     max_request_bytes: int = 64 * 1024
     log_level: str = "INFO"
+    log_format: str = ""  # empty: the command's own (json for serve, text for the others)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    metrics_listen: str = DEFAULT_METRICS_LISTEN
     argon2: Argon2Profile = field(default_factory=Argon2Profile)
     argon2_threads: int = 0  # 0: the cores each worker process may take, at least one
     argon2_queue: int = 16
@@ -51,7 +60,12 @@ class Settings:
             workers=_int(env, "IDENTITY_WORKERS", defaults.workers),
             shutdown_grace_seconds=float(env.get("IDENTITY_SHUTDOWN_GRACE", defaults.shutdown_grace_seconds)),
             max_request_bytes=_int(env, "IDENTITY_MAX_REQUEST_BYTES", defaults.max_request_bytes),
-            log_level=env.get("IDENTITY_LOG_LEVEL", defaults.log_level).upper(),
+            log_level=_choice(env, "IDENTITY_LOG_LEVEL", LOG_LEVELS, defaults.log_level),
+            log_format=_choice(env, "IDENTITY_LOG_FORMAT", LOG_FORMATS, defaults.log_format),
+            tls_cert_file=env.get("IDENTITY_TLS_CERT_FILE", defaults.tls_cert_file),
+            tls_key_file=env.get("IDENTITY_TLS_KEY_FILE", defaults.tls_key_file),
+            tls_client_ca_file=env.get("IDENTITY_TLS_CLIENT_CA_FILE", defaults.tls_client_ca_file),
+            metrics_listen=env.get("IDENTITY_METRICS_LISTEN", defaults.metrics_listen),
             argon2=Argon2Profile(
                 memory_kib=_int(env, "IDENTITY_ARGON2_MEMORY_KIB", profile.memory_kib),
                 time_cost=_int(env, "IDENTITY_ARGON2_TIME_COST", profile.time_cost),
@@ -93,6 +107,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    for choice in choices:
+        if raw.strip().lower() == choice.lower():
+            return choice
+    raise SystemExit(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -29,6 +29,8 @@ from identity.crypto.hashing import SecretHasher
 from identity.crypto.pool import BoundedHasher
 from identity.crypto.signing import load_kek
 from identity.keyring import Keyring
+from identity.metrics.rpcs import RpcTally
+from identity.metrics.snapshot import Telemetry
 from identity.services.audit import AuditServicer
 from identity.services.authorization import AuthorizationServicer
 from identity.services.envoy import EnvoyAuthorizationServicer
@@ -40,6 +42,7 @@ from identity.services.tokens import TokenServicer
 from identity.store.database import Database
 from identity.store.notifications import change_waiter
 from identity.throttle import AttemptThrottle
+from identity.tls import server_credentials
 from identity.tokens import TokenCodec
 from identity.v1 import (
     audit_service_pb2,
@@ -82,6 +85,7 @@ class IdentityServer:
         """
         self.db = db
         self._stopping = threading.Event()
+        self._credentials = server_credentials(settings)  # read now: a bad file stops the start
         self.hasher = hasher = BoundedHasher(
             SecretHasher(settings.argon2), settings.argon2_pool_threads, settings.argon2_queue
         )
@@ -91,22 +95,25 @@ class IdentityServer:
         self.feed = ChangeFeed(db, cache, change_waiter(db.engine.url))
         keyring = Keyring(db, load_kek(settings.kek, settings.kek_file), settings.signing_algorithm)
         verified = VerifiedCredentials(settings.cache_entries)
-        authenticator = Authenticator(
+        self.authenticator = authenticator = Authenticator(
             CredentialStore(db, cache),
             hasher,
             TokenCodec(keyring, settings.token_issuer, settings.token_audiences),
             verified,
             AttemptThrottle(settings.failed_attempts_per_key, settings.failed_attempts_per_peer),
         )
+        rpcs = RpcTally() if settings.metrics_listen else None
+        self.interceptor = IdentityInterceptor(authenticator, audit.record_refusal, rpcs)
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
-            interceptors=[IdentityInterceptor(authenticator, audit.record_refusal)],
+            interceptors=[self.interceptor],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
-        server = self.grpc_server
+        server = _Registrations(self.grpc_server)
+        self.generic_handlers = server.generic_handlers
         organization_service_pb2_grpc.add_OrganizationServiceServicer_to_server(
             OrganizationServicer(Organizations(db)), server
         )
@@ -120,12 +127,8 @@ class IdentityServer:
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(TokenExchange(db, authenticator, keyring, self.writer)), server
         )
-        engine = DecisionEngine(
-            authenticator,
-            self.writer,
-            AllowMemo(cache, verified.fingerprint),
-            audit_allows=settings.audit_check_allows,
-        )
+        memo = AllowMemo(cache, verified.fingerprint)
+        engine = DecisionEngine(authenticator, self.writer, memo, audit_allows=settings.audit_check_allows)
         authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(
             AuthorizationServicer(engine), server
         )
@@ -137,10 +140,37 @@ class IdentityServer:
             (*SERVICE_NAMES, envoy_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         self._monitor = threading.Thread(target=self._watch_database, name="health", daemon=True)
+        lookups = {
+            "secrets": verified.secret_lookups,
+            "tokens": verified.token_lookups,
+            "key_states": cache.lookups,
+            "allows": memo.lookups,
+        }
+        self.telemetry = Telemetry(rpcs, lookups, hasher, self.feed)
+
+    def handler(
+        self, method: str, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> grpc.RpcMethodHandler | None:
+        """The handler grpcio would run for ``method``, through the interceptor, for in-process callers.
+
+        The fuzz harness calls it to drive every RPC without a socket; served calls never do.
+        """
+
+        def lookup(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            handlers = (h.service(details) for h in self.generic_handlers)
+            return next((h for h in handlers if h is not None), None)
+
+        return self.interceptor.intercept_service(lookup, _CallDetails(method, metadata))
 
     def bind(self, address: str) -> int:
-        """Listen on ``address`` (``host:port``; port 0 picks a free one) and return the port."""
-        port = int(self.grpc_server.add_insecure_port(address))
+        """Listen on ``address`` (``host:port``; port 0 picks a free one) and return the port.
+
+        TLS when configured, else plaintext.
+        """
+        if self._credentials is None:
+            port = int(self.grpc_server.add_insecure_port(address))
+        else:
+            port = int(self.grpc_server.add_secure_port(address, self._credentials))
         if port == 0:
             raise OSError(f"cannot listen on {address}")
         return port
@@ -185,6 +215,32 @@ class IdentityServer:
                 log.warning("database %s", "reachable again" if now_serving else "unreachable: NOT_SERVING")
                 self._set_health(now_serving)
             serving = now_serving
+
+
+class _CallDetails(grpc.HandlerCallDetails):  # type: ignore[misc]
+    def __init__(self, method: str, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.method = method
+        self.invocation_metadata = metadata
+
+
+class _Registrations:
+    """The grpc server as the generated ``add_*_to_server`` functions see it, keeping the generic handlers.
+
+    So that :meth:`IdentityServer.handler` finds exactly the handlers the server serves.
+    """
+
+    def __init__(self, server: grpc.Server) -> None:
+        self._server = server
+        self.generic_handlers: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self.generic_handlers.extend(handlers)
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(service, handlers)
 
 
 def build_server(

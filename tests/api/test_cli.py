@@ -89,21 +89,24 @@ def test_embedded_kek_file_is_private_and_private_keys_are_sealed(tmp_path: Path
 def test_keys_expiring_lists_what_expires_within_the_window(harness: Harness) -> None:
     admin = harness.admin()
     org_id, account, tenant_key = admin.tenant_admin(max_keys_per_service_account=5)
-    soon = admin.create_key(org_id, account, ["stock:read"], ttl_days=3, display_name="soon").key
+    # A name with a tab, an escape sequence and a line break: escaped in the columns, exact in JSON.
+    name = "soon\t\x1b[31m\n"
+    soon = admin.create_key(org_id, account, ["stock:read"], ttl_days=3, display_name=name).key
     admin.create_key(org_id, account, ["stock:read"], ttl_days=30, display_name="later")
     base = ["keys", "expiring", "--server", harness.address]
 
     as_tenant = run([*base, "--within", "14d"], {"IDENTITY_API_KEY": tenant_key})
     assert as_tenant.returncode == 0, as_tenant.stderr
     lines = as_tenant.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].split("\t")[1:] == [soon.id, org_id, account, soon.prefix, "soon"]
+    assert len(lines) == 1
+    assert lines[0].split("\t")[1:] == [soon.id, org_id, account, soon.prefix, "soon\\t\\x1b[31m\\n"]
 
     as_platform = run(
         [*base, "--within", "336h", "--all-orgs", "--json"], {"IDENTITY_API_KEY": harness.platform_key}
     )
     assert as_platform.returncode == 0, as_platform.stderr
     listed = [json.loads(line) for line in as_platform.stdout.splitlines()]
-    assert [(k["id"], k["display_name"]) for k in listed] == [(soon.id, "soon")]
+    assert [(k["id"], k["display_name"]) for k in listed] == [(soon.id, name)]
     assert tenant_key not in as_platform.stdout and "api_key" not in listed[0]
 
     assert (

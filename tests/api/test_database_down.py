@@ -7,7 +7,9 @@ traffic (PostgreSQL behind a proxy that is cut, SQLite locked by another process
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 import threading
 import time
 from collections import deque
@@ -26,7 +28,7 @@ from identity.config import Settings
 from identity.crypto import apikeys
 from identity.domain.model import KeyKind
 from identity.server import HEALTH_CHECK_SECONDS, IdentityServer, build_server
-from identity.store.database import SQLITE_BUSY_SECONDS, Database
+from identity.store.database import POSTGRES_CONNECT_DEFAULTS, SQLITE_BUSY_SECONDS, Database
 from identity.v1 import (
     authorization_service_pb2,
     authorization_service_pb2_grpc,
@@ -71,6 +73,47 @@ def test_calls_are_unavailable_and_health_not_serving(
             grpc.StatusCode.UNAVAILABLE,
             "UNAVAILABLE",
         )
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """A PostgreSQL URL whose host accepts connections and never answers, like a hung server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{listener.getsockname()[1]}/identity"
+    stop.set()
+    for sock in (*held, listener):
+        sock.close()
+
+
+def test_a_silent_postgresql_host_fails_calls_within_the_connect_timeout(silent_host: str) -> None:
+    settings = Settings(database_url=silent_host, listen="127.0.0.1:0", argon2=TEST_ARGON2, kek=TEST_KEK)
+    server, port = build_server(settings)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            admin = Admin(channel, apikeys.generate(KeyKind.SECRET, "live").plaintext)
+            started = time.monotonic()
+            expect_error(
+                lambda: admin.keys.ListKeys(
+                    key_service_pb2.ListKeysRequest(org_id="org_x"), metadata=admin.metadata, timeout=30
+                ),
+                grpc.StatusCode.UNAVAILABLE,
+                "UNAVAILABLE",
+            )
+            waited = time.monotonic() - started
+    finally:
+        server.stop(0)
+    connect_timeout = POSTGRES_CONNECT_DEFAULTS["connect_timeout"]
+    assert connect_timeout - 1 <= waited <= 2 * connect_timeout + 2
 
 
 # --- an outage in the middle of traffic ---------------------------------------------------------

@@ -9,7 +9,6 @@ before they exit.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -20,8 +19,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
-from identity.app.bootstrap import bootstrap
-from identity.crypto.hashing import SecretHasher
 from identity.store.database import Database
 from identity.v1 import (
     authorization_service_pb2,
@@ -30,9 +27,8 @@ from identity.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from tests.conftest import TEST_ARGON2
 from tests.helpers import Admin
-from tests.servers import ServeProcess, identity_serve
+from tests.servers import ServeProcess, bootstrapped, identity_serve
 
 GRACE = 5.0
 # An argon2id profile that makes each CreateKey, and each first exchange of a key it made, take
@@ -42,9 +38,14 @@ DENIED_CHECKS = 5  # per worker, just before the signal
 NOT_SERVING_WITHIN = 0.5
 
 
-def last_whoami_pid(log_path: Path) -> str:
+def last_whoami_pid(serving: ServeProcess) -> str:
     """The worker that logged the newest WhoAmI answer."""
-    return re.findall(r"INFO (\d+) identity\.rpc .*WhoAmI code=OK", log_path.read_text())[-1]
+    answers = [
+        r
+        for r in serving.log_records()
+        if r["logger"] == "identity.rpc" and r["method"].endswith("/WhoAmI") and r["code"] == "OK"
+    ]
+    return str(answers[-1]["pid"])
 
 
 def channel_per_worker(serving: ServeProcess, key: str, workers: int) -> dict[str, grpc.Channel]:
@@ -56,7 +57,7 @@ def channel_per_worker(serving: ServeProcess, key: str, workers: int) -> dict[st
         channel = grpc.insecure_channel(serving.address, options=[("grpc.use_local_subchannel_pool", 1)])
         stub = authorization_service_pb2_grpc.AuthorizationServiceStub(channel)
         assert stub.WhoAmI(authorization_service_pb2.WhoAmIRequest(), metadata=(("x-api-key", key),)).platform
-        pid = last_whoami_pid(serving.log_path)  # logged before the answer was sent
+        pid = last_whoami_pid(serving)  # logged before the answer was sent
         if pid in channels:
             channel.close()
         else:
@@ -124,10 +125,7 @@ class Tenant:
 
 def test_two_workers_share_the_port_and_drain_together(database_url: str, tmp_path: Path) -> None:
     """Both workers serve; on SIGTERM both drain as the module says, within ``GRACE`` + 1 s."""
-    db = Database(database_url)
-    db.migrate()
-    key = bootstrap(db, SecretHasher(TEST_ARGON2)).api_key
-    db.dispose()
+    key = bootstrapped(database_url).api_key
     env = {**SLOW_ARGON2, "IDENTITY_SHUTDOWN_GRACE": str(GRACE)}
     with identity_serve(database_url, tmp_path / "serve.log", workers=2, env=env) as serving:
         serving.wait_serving()
@@ -193,8 +191,8 @@ def test_two_workers_share_the_port_and_drain_together(database_url: str, tmp_pa
         f" in-flight calls done after {sorted(round(t - signalled, 2) for t in finished)} s;"
         f" all workers gone after {stopped:.2f} s; new calls: {refused}"
     )
-    text_log = serving.log(tail=10**7)
-    assert len(re.findall(r"signal 15: draining", text_log)) == 2, text_log[-2000:]
+    drained = [r for r in serving.log_records() if r["message"].startswith("signal 15: draining")]
+    assert len(drained) == 2, serving.describe()
     assert_flushed(database_url, created, exchanged, denied=DENIED_CHECKS * len(channels))
 
 
@@ -221,3 +219,31 @@ def assert_flushed(database_url: str, created: list[str], exchanged: list[str], 
             assert denials == ["INSUFFICIENT_SCOPE"] * denied
     finally:
         db.dispose()
+
+
+def test_workers_drain_and_exit_when_their_supervisor_is_killed(database_url: str, tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no time to forward anything: each worker sees its pipe close."""
+    key = bootstrapped(database_url).api_key
+    env = {"IDENTITY_SHUTDOWN_GRACE": str(GRACE)}
+    with identity_serve(database_url, tmp_path / "serve.log", workers=2, env=env) as serving:
+        serving.wait_serving()
+        pids = [int(pid) for pid in channel_per_worker(serving, key, workers=2)]
+        serving.process.kill()
+        serving.process.wait()
+        deadline = time.monotonic() + GRACE + 1
+        try:
+            while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(alive(pid) for pid in pids), serving.describe()
+        finally:
+            for pid in filter(alive, pids):
+                os.kill(pid, signal.SIGKILL)  # leave no orphan serving after a failure
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (Linux: read from /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(") ", 1)[1][0] not in "ZX"  # the state field: a zombie has exited

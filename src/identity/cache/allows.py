@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 from datetime import datetime
 
 from identity.cache.bounded import BoundedCache
+from identity.cache.lookups import Lookups
 from identity.cache.states import KeyStateCache
 from identity.domain.decisions import Decision
 
@@ -31,6 +32,7 @@ class AllowMemo:
         self._fingerprint = fingerprint
         self._lock = threading.Lock()
         self._entries: BoundedCache[Hashable, tuple[Decision, int, float | None]] = BoundedCache(max_entries)
+        self.lookups = Lookups()  # a hit is a Check answered from a remembered allow
 
     def key(self, credential: str, *request: Hashable) -> Hashable:
         """The memo key of a credential asked ``request`` (permissions, resource, client address)."""
@@ -45,9 +47,13 @@ class AllowMemo:
         """The allow remembered under ``key`` if it still holds at ``now``."""
         with self._lock:
             entry = self._entries.get(key)
-        if entry is None:
-            return None
-        decision, generation, until = entry
+            decision = None if entry is None else self._holding(*entry, now)
+            self.lookups.count(decision is not None)
+        return decision
+
+    def _holding(
+        self, decision: Decision, generation: int, until: float | None, now: datetime
+    ) -> Decision | None:
         if generation != self._states.generation or not self._states.fresh():
             return None
         if until is not None and now.timestamp() >= until:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from identity.cache.bounded import BoundedCache
+from identity.cache.lookups import Lookups
 from identity.domain.model import Change, ChangeSubject, Key, Organization, Principal
 
 # The invalidation bound: how long after its last catch-up with the change log the cache is trusted.
@@ -50,6 +51,7 @@ class KeyStateCache:
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
         self._principals: BoundedCache[str, Principal] = BoundedCache(max_entries)
         self._revoked: dict[str, datetime] = {}
+        self.lookups = Lookups()  # of keys, a lookup while the cache is not fresh being a miss
 
     @property
     def generation(self) -> int:
@@ -66,14 +68,17 @@ class KeyStateCache:
         None when any part is missing or the cache is not fresh.
         """
         with self._lock:
-            if time.monotonic() >= self._fresh_until:
-                return None
-            held = self._keys.get(key_id)
-            if held is None:
-                return None
-            key, version = held
-            org = self._orgs.get(key.org_id)
-            principal = self._principals.get(principal_id or key.principal_id)
+            live = self._live(key_id, principal_id) if time.monotonic() < self._fresh_until else None
+            self.lookups.count(live is not None)
+        return live
+
+    def _live(self, key_id: str, principal_id: str) -> LiveKey | None:
+        held = self._keys.get(key_id)
+        if held is None:
+            return None
+        key, version = held
+        org = self._orgs.get(key.org_id)
+        principal = self._principals.get(principal_id or key.principal_id)
         if org is None or principal is None:
             return None
         return LiveKey(key, version, org, principal)

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 
 from identity.cache.bounded import BoundedCache
+from identity.cache.lookups import Lookups
 from identity.tokens import LEEWAY_SECONDS, TokenClaims
 
 SECRET_SECONDS = 900.0
@@ -35,6 +36,8 @@ class VerifiedCredentials:
         self._secret_seconds = secret_seconds
         self._secrets: BoundedCache[bytes, tuple[str, int]] = BoundedCache(max_entries)
         self._tokens: BoundedCache[bytes, TokenClaims] = BoundedCache(max_entries)
+        self.secret_lookups = Lookups()
+        self.token_lookups = Lookups()
 
     def fingerprint(self, credential: str) -> bytes:
         """The keyed BLAKE2b MAC of ``credential`` under this process's pepper."""
@@ -43,7 +46,9 @@ class VerifiedCredentials:
     def secret(self, fingerprint: bytes) -> tuple[str, int] | None:
         """The key id and secret version a verified secret belongs to, or None."""
         with self._lock:
-            return self._secrets.get(fingerprint)
+            known = self._secrets.get(fingerprint)
+            self.secret_lookups.count(known is not None)
+        return known
 
     def remember_secret(self, fingerprint: bytes, key_id: str, version: int) -> None:
         """Remember that this secret verified as ``version`` of key ``key_id``."""
@@ -58,7 +63,9 @@ class VerifiedCredentials:
     def token(self, fingerprint: bytes) -> TokenClaims | None:
         """The claims of a token whose signature verified, while it is not past its expiry."""
         with self._lock:
-            return self._tokens.get(fingerprint)
+            claims = self._tokens.get(fingerprint)
+            self.token_lookups.count(claims is not None)
+        return claims
 
     def remember_token(self, fingerprint: bytes, claims: TokenClaims) -> None:
         """Remember a verified token until it expires (after that, verifying again says EXPIRED_TOKEN)."""

@@ -31,8 +31,22 @@ class BoundedHasher:
     def __init__(self, hasher: SecretHasher, threads: int, queue: int) -> None:
         """Run at most ``threads`` hashes at once with ``queue`` more waiting."""
         self._hasher = hasher
-        self._admitted = threading.BoundedSemaphore(threads + queue)
+        self.threads = threads
+        self.capacity = threads + queue
+        self._admitting = threading.Lock()
+        self._admitted = 0
+        self._refused = 0
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+
+    @property
+    def in_use(self) -> int:
+        """Hashes admitted now: running, or waiting for a thread."""
+        return self._admitted
+
+    @property
+    def refused(self) -> int:
+        """Hashes refused so far because the pool was full."""
+        return self._refused
 
     def hash(self, secret: str) -> str:
         """The argon2id hash of ``secret``; RATE_LIMITED when the pool is full."""
@@ -47,9 +61,13 @@ class BoundedHasher:
         self._executor.shutdown(wait=False)
 
     def _run(self, work: Callable[..., T], *args: object) -> T:
-        if not self._admitted.acquire(blocking=False):
-            raise pool_full()
+        with self._admitting:
+            if self._admitted >= self.capacity:
+                self._refused += 1
+                raise pool_full()
+            self._admitted += 1
         try:
             return self._executor.submit(work, *args).result()
         finally:
-            self._admitted.release()
+            with self._admitting:
+                self._admitted -= 1

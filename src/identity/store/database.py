@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +28,16 @@ _CHANGED = "identity_change_logged"
 # load; 30 s (as before) made a lock held by another process hang each write for half a minute.
 # SQLite's own wait for a locked-out read is about 10 s too.
 SQLITE_BUSY_SECONDS = 10
+# libpq settings that bound how long a call waits for a PostgreSQL host that has gone silent
+# (powered off, or behind a firewall that drops packets), so it fails UNAVAILABLE in seconds
+# instead of after the kernel's TCP timeouts of minutes. A setting in the URL's query wins.
+POSTGRES_CONNECT_DEFAULTS = {
+    "connect_timeout": 5,  # seconds to connect and authenticate
+    "tcp_user_timeout": 5000,  # ms that sent data may stay unacknowledged
+    "keepalives_idle": 10,  # seconds before an idle pooled connection is probed
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 # SELECT 1 never reads a SQLite file: reading its schema proves the file can be read now.
 _PING = {"sqlite": "SELECT count(*) FROM sqlite_master"}
 
@@ -48,7 +58,10 @@ def make_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_size=10, max_overflow=20, pool_timeout=10, pool_pre_ping=True)
+    bounds = {name: value for name, value in POSTGRES_CONNECT_DEFAULTS.items() if name not in parsed.query}
+    return create_engine(
+        parsed, connect_args=bounds, pool_size=10, max_overflow=20, pool_timeout=10, pool_pre_ping=True
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -67,6 +80,14 @@ def _configure_sqlite(engine: Engine) -> None:
         # Writers take the database lock at BEGIN, so check-then-insert (quotas) cannot race.
         immediate = connection.get_execution_options().get("immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether a write failed for what it wrote, not because the database is unavailable.
+
+    A value or row the database will never take: retrying it cannot help.
+    """
+    return isinstance(error, IntegrityError) or isinstance(error.__cause__, DataError)
 
 
 class Database:
