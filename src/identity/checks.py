@@ -88,8 +88,10 @@ class DecisionEngine:
     def batch(
         self, credential: str, items: Sequence[CheckItem], client_ip: str, origin: Origin
     ) -> list[Decision]:
-        """Judge many items for one credential, resolving the credential once."""
+        """Judge many items (1..100) for one credential, resolving the credential once."""
         problems = Violations()
+        if not items:  # nothing to judge: a mistake, and the credential would go unjudged
+            problems.add("items", "at least one item is required")
         problems.listed("items", items, MAX_BATCH_ITEMS)
         problems.raise_if_any()
         validate_items(items, "items[{index}].", client_ip)

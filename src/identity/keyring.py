@@ -9,7 +9,7 @@ from typing import Any
 
 from identity.crypto import signing
 from identity.crypto.signing import SigningKey
-from identity.domain.errors import IdentityError, Reason
+from identity.domain.errors import invalid
 from identity.ids import new_id
 from identity.store.database import Database
 from identity.store.tokens import TokenRepository
@@ -65,9 +65,7 @@ class Keyring:
         """Make a new key current; old keys stay published until their tokens have expired."""
         algorithm = algorithm or self._algorithm
         if algorithm not in signing.ALGORITHMS:
-            raise IdentityError(
-                Reason.INVALID_ARGUMENT, f"algorithm must be one of {', '.join(signing.ALGORITHMS)}"
-            )
+            raise invalid("algorithm", f"must be one of {', '.join(signing.ALGORITHMS)}")
         key = signing.generate(new_id("sk"), algorithm)
         now = datetime.now(UTC)
         with self._db.write() as session:

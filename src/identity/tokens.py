@@ -8,6 +8,7 @@ point elsewhere for keys (``jku``, ``x5u``, ``jwk``, ``x5c``) are refused outrig
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 import re
@@ -28,6 +29,8 @@ MAX_TOKEN_LENGTH = 8192
 TOKEN_TYPES = ("at+jwt", "application/at+jwt")
 ALLOWED_HEADERS = frozenset({"alg", "typ", "kid"})
 _KID = re.compile(r"sk_[0-9a-z]{26}")
+# JWS compact serialization: three base64url segments, unpadded (RFC 7515 section 2).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 def looks_like_jwt(credential: str) -> bool:
@@ -146,8 +149,16 @@ def _base64url(data: bytes) -> bytes:
 
 
 def token_kid(token: str) -> str:
-    """The ``kid`` of a token whose header is acceptable (only alg, typ at+jwt, kid); else INVALID_TOKEN."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+    """The ``kid`` of a token whose header is acceptable (only alg, typ at+jwt, kid); else INVALID_TOKEN.
+
+    The token must be spelled canonically, so that a valid token has exactly one spelling: the
+    signature is the only segment outside the signed bytes, and base64 decoders forgive padding,
+    stray characters and the spare bits of its last character, which would give one signature
+    many texts (a token that passes under a text no one issued, or escapes a list of texts).
+    """
+    if len(token) > MAX_TOKEN_LENGTH or not _COMPACT.fullmatch(token):
+        raise invalid_token()
+    if not _canonical(token.rpartition(".")[2]):
         raise invalid_token()
     try:
         header = jwt.get_unverified_header(token)
@@ -159,6 +170,15 @@ def token_kid(token: str) -> str:
     if not isinstance(kid, str) or not _KID.fullmatch(kid):
         raise invalid_token()
     return kid
+
+
+def _canonical(segment: str) -> bool:
+    """Whether ``segment`` is the one base64url spelling of the bytes it decodes to."""
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error:
+        return False
+    return _base64url(data) == segment.encode()
 
 
 def decode_verified(

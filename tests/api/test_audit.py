@@ -282,3 +282,24 @@ def test_a_tenant_reads_only_its_own_organization(harness: Harness) -> None:
             grpc.StatusCode.PERMISSION_DENIED,
             "INSUFFICIENT_SCOPE",
         )
+
+
+def test_a_refused_request_files_only_well_formed_ids_in_its_audit_event(harness: Harness) -> None:
+    # A refused request may carry anything where an id belongs. A 66-character organization id
+    # once went into the 64-character org_id column, which PostgreSQL refused, losing the event;
+    # and a pasted API key went into the audit trail as the target.
+    admin = harness.admin()
+    _, _, tenant_key = admin.tenant_admin()
+    for bad in (tenant_key, "org_" + "x" * 100, "org_\x00"):
+        request = principal_service_pb2.CreatePrincipalRequest(
+            org_id=bad, kind=principal_service_pb2.PRINCIPAL_KIND_USER, display_name="x"
+        )
+        expect_error(
+            partial(admin.principals.CreatePrincipal, request, metadata=admin.metadata),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        )
+    refused = [e for e in events(admin, action="principal.create") if e.outcome != SUCCESS]
+    assert len(refused) == 3
+    assert {(e.org_id, e.target) for e in refused} == {(harness.platform_org_id, "")}
+    assert tenant_key not in str(events(admin))

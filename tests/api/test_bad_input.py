@@ -19,6 +19,7 @@ from sqlalchemy import insert
 
 from identity.crypto import apikeys
 from identity.domain.model import KeyKind
+from identity.domain.paging import encode_token
 from identity.ids import new_id
 from identity.store.models import PrincipalRow
 from identity.v1 import (
@@ -30,7 +31,7 @@ from identity.v1 import (
     principal_service_pb2,
 )
 from tests.conftest import Harness
-from tests.helpers import Admin, expect_error, table_rows
+from tests.helpers import Admin, expect_error, mistyped, table_rows
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -179,17 +180,15 @@ CREATE_CASES: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
     ("display_name 201", lambda: {"display_name": "n" * 201}, "display_name"),
     ("display_name empty", lambda: {"display_name": ""}, "display_name"),
     ("display_name blank", lambda: {"display_name": "   "}, "display_name"),
-    ("display_name newline", lambda: {"display_name": "evil\nname"}, "display_name"),
     ("display_name NUL", lambda: {"display_name": "evil\x00name"}, "display_name"),
-    ("display_name escape", lambda: {"display_name": "\x1b[31mred"}, "display_name"),
-    ("display_name DEL", lambda: {"display_name": "del\x7f"}, "display_name"),
-    ("display_name C1 NEL", lambda: {"display_name": "next\x85line"}, "display_name"),
     ("description 1001", lambda: {"description": "d" * 1001}, "description"),
     ("cidr host bits", lambda: {"allowed_cidrs": ["10.0.0.1/8"]}, "allowed_cidrs[0]"),
     ("cidr nonsense", lambda: {"allowed_cidrs": ["nonsense"]}, "allowed_cidrs[0]"),
     ("cidr v6 host bits", lambda: {"allowed_cidrs": ["10.0.0.0/8", "2001:db8::1/32"]}, "allowed_cidrs[1]"),
     ("cidr prefix too long", lambda: {"allowed_cidrs": ["10.0.0.0/33"]}, "allowed_cidrs[0]"),
     ("cidr empty", lambda: {"allowed_cidrs": [""]}, "allowed_cidrs[0]"),
+    ("cidr with a zone", lambda: {"allowed_cidrs": ["fe80::%eth0/64"]}, "allowed_cidrs[0]"),
+    ("cidr ipv4-mapped", lambda: {"allowed_cidrs": ["::ffff:10.0.0.0/104"]}, "allowed_cidrs[0]"),
     ("51 cidrs", lambda: {"allowed_cidrs": [f"10.0.{i}.0/24" for i in range(51)]}, "allowed_cidrs"),
     ("resource type uppercase", lambda: {"resources": [ref("Website", "w_1")]}, "resources[0].type"),
     ("resource type empty", lambda: {"resources": [ref("", "w_1")]}, "resources[0].type"),
@@ -335,8 +334,8 @@ UPDATE_CASES: list[tuple[str, Callable[[World], Callable[[], Any]], str]] = [
         "key.display_name",
     ),
     (
-        "key display_name ctrl",
-        lambda w: update_key(w, ["display_name"], display_name="a\rb"),
+        "key display_name NUL",
+        lambda w: update_key(w, ["display_name"], display_name="a\x00b"),
         "key.display_name",
     ),
     (
@@ -375,7 +374,7 @@ UPDATE_CASES: list[tuple[str, Callable[[World], Callable[[], Any]], str]] = [
         "organization.display_name",
     ),
     (
-        "org display_name ctrl",
+        "org display_name NUL",
         lambda w: update_org(w, ["display_name"], display_name="x\x00"),
         "organization.display_name",
     ),
@@ -395,8 +394,8 @@ UPDATE_CASES: list[tuple[str, Callable[[World], Callable[[], Any]], str]] = [
         "principal.display_name",
     ),
     (
-        "principal display_name ctrl",
-        lambda w: update_principal(w, ["display_name"], display_name="\x07"),
+        "principal display_name NUL",
+        lambda w: update_principal(w, ["display_name"], display_name="\x00"),
         "principal.display_name",
     ),
     ("principal state unspecified", lambda w: update_principal(w, ["state"]), "principal.state"),
@@ -412,7 +411,7 @@ def test_updates_refuse_bad_values(
 
 def test_create_organization_and_principal_refuse_bad_input(world: World) -> None:
     orgs, principals, md = world.admin.orgs, world.admin.principals, world.md
-    for name, field in [("n" * 201, "display_name"), ("", "display_name"), ("a\nb", "display_name")]:
+    for name, field in [("n" * 201, "display_name"), ("", "display_name"), ("a\x00b", "display_name")]:
         request = organization_service_pb2.CreateOrganizationRequest(display_name=name)
         refused(world, partial(orgs.CreateOrganization, request, metadata=md), field, name)
     policies: list[tuple[dict[str, Any], str]] = [
@@ -428,7 +427,7 @@ def test_create_organization_and_principal_refuse_bad_input(world: World) -> Non
         refused(world, partial(orgs.CreateOrganization, request, metadata=md), field, policy)
     for kind, name, field in [
         (principal_service_pb2.PRINCIPAL_KIND_USER, "n" * 201, "display_name"),
-        (principal_service_pb2.PRINCIPAL_KIND_USER, "tab\there", "display_name"),
+        (principal_service_pb2.PRINCIPAL_KIND_USER, "nul\x00here", "display_name"),
         (principal_service_pb2.PRINCIPAL_KIND_UNSPECIFIED, "alice", "kind"),
     ]:
         create = principal_service_pb2.CreatePrincipalRequest(
@@ -568,6 +567,42 @@ def test_garbage_page_tokens_and_negative_page_sizes_are_refused(world: World, r
     call(page_size=0)  # 0 means the default, not an error
 
 
+# Marks the service never writes, in tokens bound to the right filters: the fingerprint of the
+# filters is no secret (anyone can compute it), so the mark inside must be checked too.
+FORGED_TIME_MARKS = [
+    ["0001-01-01T00:00:00", "key_x"],  # naive: once turned year 0 on the way to the database (INTERNAL)
+    ["0001-01-01T00:00:00+05:00", "key_x"],  # aware, but before year 1 in UTC
+    ["2030-01-01T00:00:00", "key_x"],  # naive
+    ["2030-01-01T00:00:00+00:00", 7],  # the id is not a string
+]
+
+
+@pytest.mark.parametrize("mark", FORGED_TIME_MARKS, ids=repr)
+def test_a_forged_time_mark_in_a_page_token_is_refused(world: World, mark: list[object]) -> None:
+    within = timedelta(days=365)
+    token = encode_token(mark, [world.org_id, within.total_seconds()])
+    request = key_service_pb2.ListExpiringKeysRequest(
+        org_id=world.org_id, within=duration(within), page_token=token
+    )
+    refused(world, partial(world.admin.keys.ListExpiringKeys, request, metadata=world.md), "page_token")
+    token = encode_token(mark, [world.org_id, None, None])
+    listing = principal_service_pb2.ListPrincipalsRequest(org_id=world.org_id, page_token=token)
+    refused(world, partial(world.admin.principals.ListPrincipals, listing, metadata=world.md), "page_token")
+
+
+def test_a_forged_mark_with_a_nul_in_a_page_token_is_refused(world: World) -> None:
+    # PostgreSQL refuses a NUL in text: it once reached the query and answered UNAVAILABLE.
+    calls = list_calls(world)
+    for rpc, filters in (
+        ("ListOrganizations", [None]),
+        ("ListKeys", [world.org_id, "", None]),
+        ("ListPrincipals", [world.org_id, None, None]),
+    ):
+        mark: object = ["2030-01-01T00:00:00+00:00", "x\x00"] if rpc == "ListPrincipals" else "key_\x00"
+        token = encode_token(mark, filters)
+        refused(world, partial(calls[rpc], page_token=token), "page_token", rpc)
+
+
 def test_a_page_token_is_bound_to_its_filters(world: World) -> None:
     admin, md = world.admin, world.md
     admin.create_principal(world.org_id, principal_service_pb2.PRINCIPAL_KIND_USER, "alice")
@@ -676,8 +711,7 @@ def forged_credentials(real: str) -> dict[str, str]:
     """Credentials that must all fail alike: malformed, unknown, or with a wrong secret."""
     parsed = apikeys.parse(real)
     assert parsed is not None
-    last = real[-1]
-    flipped = real[:-1] + ("A" if last != "A" else "B")
+    flipped = mistyped(real)
     wrong_secret = apikeys.generate(parsed.kind, parsed.environment, parsed.lookup).plaintext
     assert apikeys.parse(wrong_secret) is not None and wrong_secret.startswith(parsed.prefix + "_")
     # The real secret under another kind tag, with a checksum that fits.

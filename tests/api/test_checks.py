@@ -14,9 +14,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from identity.crypto import apikeys
 from identity.domain.model import KeyKind
 from identity.v1 import (
-    authorization_service_pb2 as authz,
-)
-from identity.v1 import (
+    audit_service_pb2,
     authorization_service_pb2_grpc,
     common_pb2,
     key_service_pb2,
@@ -25,8 +23,11 @@ from identity.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
+from identity.v1 import (
+    authorization_service_pb2 as authz,
+)
 from tests.conftest import Harness
-from tests.helpers import expect_error
+from tests.helpers import expect_error, mistyped
 
 R = common_pb2
 
@@ -87,7 +88,7 @@ def test_every_reason(world: World) -> None:
         ("malformed", "idk_live_nope", ["inventory:read"], None, "", R.DECISION_REASON_INVALID_API_KEY),
         (
             "wrong secret",
-            good[:-1] + ("A" if good[-1] != "A" else "B"),
+            mistyped(good),
             [],
             None,
             "",
@@ -239,6 +240,18 @@ def test_envoy_allows_and_rewrites_headers(world: World) -> None:
     assert by_token.status.code == 0 and "authorization" not in by_token.ok_response.headers_to_remove
 
 
+def test_an_envoy_route_without_a_permission_only_authenticates(world: World) -> None:
+    envoy = external_auth_pb2_grpc.AuthorizationStub(world.harness.channel)
+    key = world.key(["inventory:read"], allowed_cidrs=["10.0.0.0/8"])
+    assert envoy.Check(envoy_request({"x-api-key": key}, {})).status.code == 0
+    elsewhere = envoy.Check(envoy_request({"x-api-key": key}, {}, source="192.0.2.1"))
+    assert (
+        elsewhere.status.code == 7 and json.loads(elsewhere.denied_response.body)["code"] == "IP_RESTRICTED"
+    )
+    unknown = envoy.Check(envoy_request({"x-api-key": "idk_live_bad"}, {}))
+    assert json.loads(unknown.denied_response.body)["code"] == "INVALID_API_KEY"
+
+
 @pytest.mark.parametrize(
     ("case", "http", "code"),
     [
@@ -340,3 +353,58 @@ def test_envoy_answers_a_throttled_client_429(world: World) -> None:
         reply = envoy.Check(envoy_request({"x-api-key": guess}, {"permission": "inventory:read"}, "10.1.1.2"))
         codes.append((reply.denied_response.status.code, json.loads(reply.denied_response.body)["code"]))
     assert codes == [(401, "INVALID_API_KEY"), (401, "INVALID_API_KEY"), (429, "RATE_LIMITED")]
+
+
+@pytest.mark.settings(failed_attempts_per_key=1)
+def test_a_batch_check_without_items_is_invalid_argument_naming_items(world: World) -> None:
+    key = world.key(["inventory:read"])
+    token = world.token(key)  # the key is now known to this process, throttled handle or not
+    parsed = apikeys.parse(key)
+    assert parsed is not None
+    wrong = apikeys.generate(parsed.kind, parsed.environment, parsed.lookup).plaintext
+    assert world.check(wrong, ["inventory:read"]).reason == R.DECISION_REASON_INVALID_API_KEY
+    # A valid credential, a wrong one, and one whose lookup handle is now throttled: all alike.
+    for credential in (key, token, wrong, "", "nonsense"):
+        details = expect_error(
+            lambda credential=credential: world.checks.BatchCheck(
+                authz.BatchCheckRequest(credential=credential)
+            ),  # type: ignore[misc]
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+        )
+        assert details.fields == ["items"], details
+    reply = world.checks.BatchCheck(
+        authz.BatchCheckRequest(credential=key, items=[authz.BatchCheckItem(permissions=["inventory:read"])])
+    )
+    assert [r.allowed for r in reply.results] == [True]
+
+
+def test_client_chosen_audit_text_with_a_nul_or_too_long_loses_no_audit_event(world: World) -> None:
+    # PostgreSQL text holds no NUL and target is 64 characters: such a user agent (Envoy's Check
+    # takes it from the request body) once failed the background writer's batch at every flush,
+    # so no later denial was audited; such a target lost the refused action's audit event.
+    envoy = external_auth_pb2_grpc.AuthorizationStub(world.harness.channel)
+    key = world.key(["inventory:read"])
+    headers = {"x-api-key": key, "user-agent": "evil\x00agent"}
+    assert envoy.Check(envoy_request(headers, {"permission": "billing:read"})).status.code == 7
+    assert not world.check(key, ["billing:write"]).allowed
+    org_id, _, tenant_key = world.admin.tenant_admin(["read:audit"])
+    tenant = world.harness.admin(tenant_key)
+    for key_id in ("key_\x00evil", "key_" + "x" * 100):
+        request = key_service_pb2.RevokeKeyRequest(key_id=key_id)
+        expect_error(
+            lambda r=request: tenant.keys.RevokeKey(r, metadata=tenant.metadata),  # type: ignore[misc]
+            grpc.StatusCode.PERMISSION_DENIED,
+            "INSUFFICIENT_SCOPE",
+        )
+    world.harness.server.writer.flush()  # what the writer thread does every second, and on shutdown
+
+    def audited(org: str, action: str) -> list[audit_service_pb2.AuditEvent]:
+        request = audit_service_pb2.ListAuditEventsRequest(org_id=org, action=action)
+        return list(world.admin.audit.ListAuditEvents(request, metadata=world.admin.metadata).events)
+
+    checks = audited(world.org_id, "authz.check")
+    assert sorted(e.details["required"] for e in checks) == ["billing:read", "billing:write"]
+    assert "evil\ufffdagent" in [e.user_agent for e in checks]
+    revokes = audited(org_id, "key.revoke")
+    assert [e.target for e in revokes] == ["", ""]  # not ids: not kept (see test_audit)

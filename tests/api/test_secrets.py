@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from sqlalchemy import text
 
 from identity.crypto import apikeys
+from identity.logs import JsonFormatter, TextFormatter
 from identity.v1 import (
     audit_service_pb2,
     authorization_service_pb2,
@@ -231,7 +232,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def test_no_log_line_holds_a_secret(harness: Harness, debug_logs: pytest.LogCaptureFixture) -> None:
     flow = run_flow(harness)
     records = debug_logs.records
-    rpc_lines = [r.getMessage() for r in records if r.name == "identity.rpc"]
+    rpc_lines = [TextFormatter().format(r) for r in records if r.name == "identity.rpc"]
     # The capture works: the server's per-RPC lines, including refusals, are in it.
     assert any("KeyService/RotateKey" in line for line in rpc_lines), rpc_lines[:5]
     assert any("WhoAmI" in line and flow.key_id in line for line in rpc_lines), rpc_lines[:5]
@@ -239,7 +240,7 @@ def test_no_log_line_holds_a_secret(harness: Harness, debug_logs: pytest.LogCapt
     assert any(r.name.startswith("sqlalchemy.engine") for r in records)
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     for record in records:
-        rendered = formatter.format(record) + repr(record.__dict__)
+        rendered = formatter.format(record) + JsonFormatter().format(record) + repr(record.__dict__)
         assert not leaks(flow, rendered), (leaks(flow, rendered), record.name, record.getMessage()[:200])
 
 

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from identity.config import Settings
 from identity.crypto.signing import load_kek
 from identity.keyring import Keyring
-from identity.v1 import key_service_pb2, token_service_pb2, token_service_pb2_grpc
+from identity.v1 import (
+    authorization_service_pb2,
+    authorization_service_pb2_grpc,
+    common_pb2,
+    key_service_pb2,
+    token_service_pb2,
+    token_service_pb2_grpc,
+)
 from tests.conftest import Harness
 from tests.helpers import Admin, expect_error
 
@@ -103,12 +110,43 @@ def attacks(forge: Forge) -> dict[str, tuple[str, str]]:
         "exp beyond leeway": (forge.signed(exp=now - 120, iat=now - 1000, nbf=now - 1000), "EXPIRED_TOKEN"),
         "nbf in the future": (forge.signed(nbf=now + 300), invalid),
         "truncated signature": (forge.real[:-10], invalid),
+        # Found by the credentials fuzzer: PyJWT decodes a padded signature, so the real token
+        # with '==' appended verified, here and in identity.client's offline verification.
+        "padded signature": (forge.real + "==", invalid),
+        "padded signature, one": (forge.real + "=", invalid),
         "re-encoded signature (DER)": (f"{head}.{body}.{der_signature}", invalid),
         "signature of another body": (
             f"{head}.{segment({**forge.claims, 'sub': 'usr_attacker'})}.{signature}",
             invalid,
         ),
         "garbage": ("eyJub3QK.YQ.dG9rZW4", invalid),
+        **{f"malleable: {name}": (token, invalid) for name, token in malleable_variants(forge.real).items()},
+    }
+
+
+def malleable_variants(token: str) -> dict[str, str]:
+    """Other spellings of the same signature bytes: base64url that decoders forgive, but not canonical."""
+    head, body, signature = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bits = len(signature) * 6 % 8  # 64 bytes in 86 characters: the last one has 4 spare bits
+    assert unused_bits, "the signature must end in a partial character"
+    last = alphabet.index(signature[-1])
+    same_bytes = alphabet[last ^ 1]  # flips a spare bit: decodes to the very same signature
+    assert base64.urlsafe_b64decode(signature[:-1] + same_bytes + "==") == base64.urlsafe_b64decode(
+        signature + "=="
+    )
+    return {
+        "spare bits of the last character": f"{head}.{body}.{signature[:-1]}{same_bytes}",
+        "padded signature": f"{token}==",
+        "one pad character": f"{token}=",
+        "space inside the signature": f"{head}.{body}.{signature[:40]} {signature[40:]}",
+        "newline inside the signature": f"{head}.{body}.{signature[:40]}\n{signature[40:]}",
+        "trailing newline": f"{token}\n",
+        "trailing space": f"{token} ",
+        "trailing non-alphabet character": f"{token}!",
+        "standard base64 alphabet": f"{head}.{body}.{signature.replace('-', '+').replace('_', '/')}"
+        if "-" in signature or "_" in signature
+        else f"{head}.{body}.{signature}+",
     }
 
 
@@ -129,11 +167,21 @@ def test_expired_within_leeway_still_passes(forge: Forge) -> None:
 
 
 def test_every_attack_is_refused(forge: Forge) -> None:
+    checks = authorization_service_pb2_grpc.AuthorizationServiceStub(forge.harness.channel)
     for name, (token, reason) in attacks(forge).items():
         reply = forge.tokens.IntrospectToken(token_service_pb2.IntrospectTokenRequest(token=token))
         assert reply == token_service_pb2.IntrospectTokenResponse(active=False), name
+        decision = checks.Check(authorization_service_pb2.CheckRequest(credential=token, permissions=["*"]))
+        assert not decision.allowed and common_pb2.DecisionReason.Name(decision.reason) == (
+            f"DECISION_REASON_{reason}"
+        ), name
+        if not token.isprintable() or token != token.strip():
+            continue  # metadata cannot carry it, or drops the surrounding space (RFC 9110 OWS)
         caller = Admin(forge.harness.channel, token)
         request = key_service_pb2.ListKeysRequest(org_id=forge.org_id)
         call = functools.partial(caller.keys.ListKeys, request, metadata=caller.metadata)
-        details = expect_error(call, grpc.StatusCode.UNAUTHENTICATED, reason)
+        try:
+            details = expect_error(call, grpc.StatusCode.UNAUTHENTICATED, reason)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
         assert token not in details.message, name

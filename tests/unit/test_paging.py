@@ -30,9 +30,23 @@ def test_a_token_round_trips_its_mark() -> None:
     assert decode_token(encode_token(mark, FILTERS), FILTERS, list) == mark
 
 
-@given(st.text(max_size=20), st.lists(st.one_of(st.none(), st.text(max_size=10), st.integers()), max_size=4))
-def test_any_mark_round_trips_under_its_filters(mark: str, filters: list[object]) -> None:
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+
+
+@given(
+    st.text(PRINTABLE, max_size=20),
+    st.lists(st.one_of(st.none(), st.text(max_size=10), st.integers()), max_size=4),
+)
+def test_any_printable_mark_round_trips_under_its_filters(mark: str, filters: list[object]) -> None:
     assert decode_token(encode_token(mark, filters), filters, str) == mark
+
+
+@pytest.mark.parametrize("mark", ["key_\x00", "caf\u00e9", ["2030-01-01T00:00:00+00:00", "a\nb"]])
+def test_a_mark_the_service_never_writes_is_refused(mark: object) -> None:
+    # Marks are ids and ISO times; a NUL would otherwise reach PostgreSQL, which refuses it.
+    with pytest.raises(IdentityError) as error:
+        decode_token(encode_token(mark, FILTERS), FILTERS, type(mark))
+    assert_invalid(error, "page_token")
 
 
 def test_an_empty_token_is_the_first_page() -> None:

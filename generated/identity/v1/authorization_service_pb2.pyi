@@ -196,7 +196,7 @@ class BatchCheckRequest(_message.Message):
     """The end client's address, checked against the key's `allowed_cidrs`."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchCheckItem]:
-        """The items to judge, at most 100."""
+        """The items to judge: at least one, at most 100."""
 
     def __init__(
         self,

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
+
 from identity.domain.errors import IdentityError
 from identity.domain.model import AuditEvent
-from identity.store.database import Database
+from identity.store.database import Database, is_refusal
 from identity.store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -102,18 +104,51 @@ class BackgroundWriter:
         if not events and not touched:
             return
         try:
-            with self._db.write() as session:
-                repo = Repository(session)
-                repo.add_audit_events(events)
-                repo.touch_keys(touched)
-        except IdentityError:
-            log.warning(
-                "background write failed; %d events and %d keys kept for retry", len(events), len(touched)
-            )
-            with self._lock:
-                self._events.extendleft(reversed(events))
-                self._touched = touched | self._touched
+            self._write(events, touched)
+        except (IdentityError, IntegrityError) as error:
+            if is_refusal(error):
+                # Retried as it is, the batch would fail at every flush and take every later
+                # event with it: find what the database refuses.
+                self._write_one_at_a_time(events, touched)
+            else:
+                self._keep_for_retry(events, touched)
             return
+        self._note_written(touched)
+
+    def _write(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+        with self._db.write() as session:
+            repo = Repository(session)
+            repo.add_audit_events(events)
+            repo.touch_keys(touched)
+
+    def _write_one_at_a_time(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+        """Write each event alone, dropping (and counting) only those the database refuses."""
+        for index, event in enumerate(events):
+            try:
+                self._write([event], {})
+            except (IdentityError, IntegrityError) as error:
+                if not is_refusal(error):  # an outage meanwhile
+                    self._keep_for_retry(events[index:], touched)
+                    return
+                log.error("audit event %s (%s) refused by the database: dropped", event.id, event.action)
+                with self._lock:
+                    self.dropped += 1
+        try:
+            self._write([], touched)
+        except (IdentityError, IntegrityError):
+            self._keep_for_retry([], touched)
+            return
+        self._note_written(touched)
+
+    def _keep_for_retry(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+        log.warning(
+            "background write failed; %d events and %d keys kept for retry", len(events), len(touched)
+        )
+        with self._lock:
+            self._events.extendleft(reversed(events))
+            self._touched = touched | self._touched
+
+    def _note_written(self, touched: dict[str, datetime]) -> None:
         now = datetime.now(UTC)
         with self._lock:
             self._written.update(touched)

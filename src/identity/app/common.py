@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from identity.domain.errors import not_found
 from identity.domain.model import AuditEvent, AuditOutcome, Caller, Organization, RequestInfo
-from identity.domain.validation import Violations
+from identity.domain.validation import Violations, is_id
 from identity.ids import new_id
 from identity.store.repository import Repository
 
@@ -26,7 +26,12 @@ def audit_event(
     reason: str = "",
     details: dict[str, str] | None = None,
 ) -> AuditEvent:
-    """An audit event for an action taken by ``info.caller``."""
+    """An audit event for an action taken by ``info.caller``.
+
+    ``target`` is kept only when it is a well-formed id: a refused request may carry anything
+    where an id belongs (a pasted API key, a NUL, a kilobyte), and none of that belongs in the
+    audit trail.
+    """
     return AuditEvent(
         id=new_id("evt"),
         time=utcnow(),
@@ -34,7 +39,7 @@ def audit_event(
         actor_principal_id=info.caller.principal_id,
         actor_key_id=info.caller.key_id,
         action=action,
-        target=target,
+        target=target if is_id(target) else "",
         outcome=outcome,
         reason=reason,
         peer=info.peer,

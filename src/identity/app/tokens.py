@@ -27,11 +27,16 @@ ANONYMOUS = Caller("", "", "", (), (), platform=False)
 
 @dataclass(frozen=True)
 class TokenOptions:
-    """What the caller asks of the token: audience, down-scoping, lifetime."""
+    """What the caller asks of the token: audience, down-scoping, lifetime.
+
+    ``scope_string``: the scopes came space-separated in a ``scope`` field (client credentials),
+    which is then the field bad ones are reported under.
+    """
 
     audience: str = ""
     scopes: tuple[str, ...] = ()
     lifetime: timedelta = field(default=timedelta(0))
+    scope_string: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class TokenExchange:
         self, origin: Origin, key_id: str, api_key: str, options: TokenOptions
     ) -> IssuedToken:
         """v3: the key id and the key; both must match."""
-        verify = functools.partial(self._verify_pair, key_id, api_key, origin)
+        verify = functools.partial(self._verify_pair, "key_id", key_id, api_key, origin)
         return self._exchange("v3", origin, key_id, verify, options)
 
     def exchange_client_credentials(
@@ -93,7 +98,7 @@ class TokenExchange:
                 raise invalid_api_key()
             return facts
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret, origin)
+        verify = functools.partial(self._verify_pair, "client_id", client_id, client_secret, origin)
         return self._exchange("client_credentials", origin, client_id, verify, options, in_workspace)
 
     def exchange_password(
@@ -114,7 +119,7 @@ class TokenExchange:
                 raise invalid_api_key()
             return CredentialFacts(facts.key, facts.organization, account, facts.secret_version)
 
-        verify = functools.partial(self._verify_pair, client_id, client_secret, origin)
+        verify = functools.partial(self._verify_pair, "client_id", client_id, client_secret, origin)
         return self._exchange("v1", origin, client_id, verify, TokenOptions(), as_account)
 
     def introspect(self, token: str) -> TokenClaims | None:
@@ -165,9 +170,10 @@ class TokenExchange:
         """The JWK Set of every published public key, as JSON."""
         return json.dumps(self._keyring.jwks(), separators=(",", ":"))
 
-    def _verify_pair(self, key_id: str, api_key: str, origin: Origin) -> CredentialFacts:
+    def _verify_pair(self, field: str, key_id: str, api_key: str, origin: Origin) -> CredentialFacts:
+        """The key ``api_key`` verifies as, which must be ``key_id`` (given in request ``field``)."""
         problems = Violations()
-        problems.text("key_id", key_id, max_length=64, required=True)
+        problems.text(field, key_id, max_length=64, required=True)
         problems.raise_if_any()
         facts = self._authenticator.verify_api_key(api_key, origin)
         if facts.key.id != key_id:
@@ -189,7 +195,10 @@ class TokenExchange:
             audience = self._audience(options.audience)
             lifetime = _lifetime(options.lifetime)
             problems = Violations()
-            problems.scopes("scopes", options.scopes, required=False)
+            if options.scope_string:
+                problems.scopes("scope", options.scopes, required=False, indexed=False)
+            else:
+                problems.scopes("scopes", options.scopes, required=False)
             problems.raise_if_any()
             facts = verify()
             if refine is not None:
@@ -251,7 +260,7 @@ class TokenExchange:
             return audit_event(
                 RequestInfo(caller, peer=origin.peer, user_agent=origin.user_agent),
                 "token.exchange",
-                target[:64],
+                target,
                 caller.org_id,
                 outcome=outcome,
                 reason=error.reason.value if error else "",
@@ -259,7 +268,7 @@ class TokenExchange:
             )
 
         if error is not None and error.reason is Reason.RATE_LIMITED:
-            self._writer.record_throttled(("token.exchange", flow, target[:64], caller.org_id), event)
+            self._writer.record_throttled(("token.exchange", flow, target, caller.org_id), event)
         else:
             self._writer.record(event())
 

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from identity.domain.errors import invalid
@@ -26,6 +26,16 @@ def encode_token(mark: Any, filters: Sequence[object]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _printable(mark: object) -> bool:
+    # Marks are ids and ISO times: printable ASCII. Anything else would reach the query, where
+    # PostgreSQL refuses a NUL as a database error (UNAVAILABLE) rather than as bad input.
+    if isinstance(mark, str):
+        return mark.isascii() and mark.isprintable()
+    if isinstance(mark, list):
+        return all(_printable(part) for part in mark)
+    return True
+
+
 def decode_token(token: str, filters: Sequence[object], shape: type[T]) -> T | None:
     """The mark inside ``token`` (of type ``shape``); None for the first page.
 
@@ -37,7 +47,7 @@ def decode_token(token: str, filters: Sequence[object], shape: type[T]) -> T | N
         if len(token) > MAX_TOKEN_LENGTH:
             raise ValueError
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(data, dict) or not isinstance(data.get("m"), shape):
+        if not isinstance(data, dict) or not isinstance(data.get("m"), shape) or not _printable(data["m"]):
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise invalid("page_token", "is not a token returned by this list") from None
@@ -66,6 +76,11 @@ def decode_time_mark(token: str, filters: Sequence[object]) -> TimeMark | None:
     if mark is None:
         return None
     try:
-        return datetime.fromisoformat(mark[0]), str(mark[1])
-    except (ValueError, TypeError, IndexError):
+        time, ident = datetime.fromisoformat(mark[0]), mark[1]
+        # Ours carry an aware time and an id; anything else would reach the query and fail there
+        # (a naive or out-of-range time cannot be converted to the stored UTC).
+        if time.tzinfo is None or not isinstance(ident, str):
+            raise ValueError
+        return time.astimezone(UTC), ident
+    except (ValueError, TypeError, IndexError, OverflowError):
         raise invalid("page_token", "is not a token returned by this list") from None

@@ -23,6 +23,24 @@ _RESOURCE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _ID = re.compile(r"[a-z]{2,4}_[0-9A-Za-z]{1,40}")
 
 
+def is_id(value: str) -> bool:
+    """Whether ``value`` is shaped as an opaque id (``key_…``, ``org_…``): at most 64 characters."""
+    return len(value) <= MAX_ID and _ID.fullmatch(value) is not None
+
+
+def escape_controls(text: str) -> str:
+    r"""``text`` on one line and storable anywhere: non-printable characters and backslash escaped.
+
+    Control characters (C0 with NUL, CR and LF; DEL; C1), line and paragraph separators and
+    other non-printable code points become Python-style escapes (``\n``, ``\x00``, ``\u2028``)
+    and a backslash is doubled, so nothing in the result splits or forges a line, and the
+    original can be read back from it.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode() for c in text)
+
+
 class Violations:
     """Collects every bad field of one request, then raises once naming them all."""
 
@@ -40,19 +58,24 @@ class Violations:
             raise invalid_fields(self.items)
 
     def text(self, field: str, value: str, *, max_length: int, required: bool = False) -> None:
-        """Check a free-text field: presence, length, and no control characters."""
+        """Check a free-text field: presence, length, and no NUL.
+
+        Any other text is stored and returned exactly, line breaks and control characters
+        included: whatever prints it on one line (text logs, the CLI's columns) escapes them
+        there (:func:`escape_controls`). NUL alone is refused, since PostgreSQL cannot store it.
+        """
         if required and not value.strip():
             self.add(field, "is required")
         elif len(value) > max_length:
             self.add(field, f"longer than {max_length} characters")
-        elif any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
-            self.add(field, "contains control characters")
+        elif "\x00" in value:
+            self.add(field, "must not contain NUL (U+0000)")
 
     def ident(self, field: str, value: str, prefix: str | None = None) -> None:
         """Check an opaque id such as ``key_…``; ``prefix`` pins its type."""
         if not value:
             self.add(field, "is required")
-        elif len(value) > MAX_ID or not _ID.fullmatch(value):
+        elif not is_id(value):
             self.add(field, "is not a valid id")
         elif prefix is not None and not value.startswith(prefix + "_"):
             self.add(field, f"must start with {prefix}_")
@@ -64,8 +87,13 @@ class Violations:
             return False
         return True
 
-    def scopes(self, field: str, scopes: Sequence[str], *, required: bool = True) -> None:
-        """Check a list of scopes against the grammar."""
+    def scopes(
+        self, field: str, scopes: Sequence[str], *, required: bool = True, indexed: bool = True
+    ) -> None:
+        """Check a list of scopes against the grammar; ``indexed`` names a bad one as ``field[i]``.
+
+        Scopes that came in one space-separated string (not ``indexed``) are named by ``field``.
+        """
         if required and not scopes:
             self.add(field, "at least one scope is required")
         if not self.listed(field, scopes):
@@ -73,7 +101,7 @@ class Violations:
         for i, scope in enumerate(scopes):
             error = scope_error(scope)
             if error:
-                self.add(f"{field}[{i}]", error)
+                self.add(f"{field}[{i}]" if indexed else field, error)
         if len(set(scopes)) != len(scopes):
             self.add(field, "contains duplicates")
 
@@ -93,9 +121,17 @@ class Violations:
             return
         for i, cidr in enumerate(cidrs):
             try:
-                ipaddress.ip_network(cidr, strict=True)
+                network = ipaddress.ip_network(cidr, strict=True)
             except ValueError:
                 self.add(f"{field}[{i}]", "is not a CIDR block such as 10.0.0.0/8 or 2001:db8::/32")
+                continue
+            # Client addresses carry no zone, and IPv4-mapped ones are compared as IPv4: such a
+            # block would never match anyone.
+            first = network.network_address
+            if isinstance(first, ipaddress.IPv6Address) and first.scope_id is not None:
+                self.add(f"{field}[{i}]", "must not name a zone (%…): client addresses carry none")
+            elif isinstance(first, ipaddress.IPv6Address) and first.ipv4_mapped is not None:
+                self.add(f"{field}[{i}]", "is IPv4-mapped: write the IPv4 block, such as 10.0.0.0/8")
 
 
 def validate_page_size(page_size: int, *, default: int = 50, maximum: int = 1000) -> int:

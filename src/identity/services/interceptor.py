@@ -1,7 +1,7 @@
 """The one door every identity.v1 RPC passes.
 
 Caller authentication by the rule table, error mapping to status + ErrorInfo, audit of refused
-admin actions, and one log line per RPC.
+admin actions, and per RPC a count, a latency and one log line.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from google.protobuf.message import Message
 from identity.authz import Authenticator, require_scope
 from identity.domain.errors import STATUS_OF_REASON, IdentityError, Reason
 from identity.domain.model import AuditOutcome, Origin, RequestInfo
+from identity.domain.validation import is_id
 from identity.metadata import credential_from, metadata_value, peer_ip
+from identity.metrics.rpcs import RpcTally
 from identity.services.errors import to_status
+from identity.services.limits import check_sizes
 from identity.services.rules import RULES, Rule
 
 log = logging.getLogger("identity.rpc")
@@ -47,6 +50,7 @@ def origin_of(context: grpc.ServicerContext) -> Origin:
 
 
 def _target(request: Message) -> str:
+    # What the request acts on; audit_event keeps it only if it is a well-formed id.
     for name in _TARGET_FIELDS:
         value = getattr(request, name, None)
         if isinstance(value, str) and value:
@@ -60,10 +64,16 @@ def _target(request: Message) -> str:
 class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Wraps each identity.v1 handler with authentication, error mapping, audit and logging."""
 
-    def __init__(self, authenticator: Authenticator, audit_failure: AuditFailure) -> None:
-        """Authenticate with ``authenticator``; record refused admin actions with ``audit_failure``."""
+    def __init__(
+        self, authenticator: Authenticator, audit_failure: AuditFailure, rpcs: RpcTally | None = None
+    ) -> None:
+        """Authenticate with ``authenticator``; record refused admin actions with ``audit_failure``.
+
+        Count every call in ``rpcs`` when given.
+        """
         self._authenticator = authenticator
         self._audit_failure = audit_failure
+        self._rpcs = rpcs
         # grpcio asks for the handler on every call: wrap each method's handler once, not per call.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
@@ -96,13 +106,14 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return handler
 
     def _unary(self, method: str, rule: Rule | None, behavior: Any) -> Any:
+        sized = method.startswith(IDENTITY_PREFIX)
+
         def serve(request: Message, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             info: RequestInfo | None = None
             try:
-                info = self._authenticate(rule, context)
-                if info is not None and rule is not None and rule.scope is not None:
-                    require_scope(info.caller, rule.scope)
+                info = self._authenticate(rule, context)  # set before the checks: refusals are audited
+                self._admit(rule, info, request, sized)
                 token = _REQUEST.set(info) if info else None
                 try:
                     response = behavior(request, context)
@@ -111,19 +122,20 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                         _REQUEST.reset(token)
             except Exception as exc:
                 self._fail(method, rule, info, request, context, exc, started)
-            self._log(method, "OK", "", info, context, started)
+            self._finish(method, "OK", "", info, context, started)
             return response
 
         return serve
 
     def _stream(self, method: str, rule: Rule | None, behavior: Any) -> Any:
+        sized = method.startswith(IDENTITY_PREFIX)
+
         def serve(request: Message, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
             info: RequestInfo | None = None
             try:
-                info = self._authenticate(rule, context)
-                if info is not None and rule is not None and rule.scope is not None:
-                    require_scope(info.caller, rule.scope)
+                info = self._authenticate(rule, context)  # set before the checks: refusals are audited
+                self._admit(rule, info, request, sized)
                 token = _REQUEST.set(info) if info else None
                 try:
                     yield from behavior(request, context)
@@ -132,9 +144,21 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                         _REQUEST.reset(token)
             except Exception as exc:
                 self._fail(method, rule, info, request, context, exc, started)
-            self._log(method, "OK", "", info, context, started)
+            self._finish(method, "OK", "", info, context, started)
 
         return serve
+
+    @staticmethod
+    def _admit(rule: Rule | None, info: RequestInfo | None, request: Message, sized: bool) -> None:
+        """Require the rule's scope of the authenticated caller, then bound the request's sizes.
+
+        Sizes are judged after the caller, as every other bad input is; Envoy's own messages
+        (``sized`` false) carry HTTP headers, which are Envoy's to bound.
+        """
+        if info is not None and rule is not None and rule.scope is not None:
+            require_scope(info.caller, rule.scope)
+        if sized:
+            check_sizes(request)
 
     def _authenticate(self, rule: Rule | None, context: grpc.ServicerContext) -> RequestInfo | None:
         if rule is None:
@@ -169,7 +193,7 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             error = IdentityError(Reason.INTERNAL, "internal error")
         if info is not None and rule is not None:
             self._record(rule, info, request, error)
-        self._log(method, error.status, error.reason.value, info, context, started)
+        self._finish(method, error.status, error.reason.value, info, context, started)
         context.abort_with_status(to_status(error))
         raise AssertionError("abort_with_status returns only by raising")
 
@@ -178,9 +202,10 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         # making the caller wait again (a locked-out SQLite holds each statement for seconds).
         if rule.action is None or error.reason is Reason.UNAVAILABLE:
             return
-        # File the refusal under the organization acted in, so its own auditors see it.
+        # File the refusal under the organization acted in, so its own auditors see it; a request
+        # naming no organization, or not a well-formed id, is filed under the caller's own.
         org_id = getattr(request, "org_id", "")
-        if not isinstance(org_id, str) or not org_id or not info.caller.may_act_in(org_id):
+        if not isinstance(org_id, str) or not is_id(org_id) or not info.caller.may_act_in(org_id):
             org_id = info.caller.org_id
         denied = STATUS_OF_REASON[error.reason] == "PERMISSION_DENIED"
         outcome = AuditOutcome.DENIED if denied else AuditOutcome.FAILURE
@@ -189,8 +214,8 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         except IdentityError:
             log.warning("could not audit a refused %s: the database is unavailable", rule.action)
 
-    @staticmethod
-    def _log(
+    def _finish(
+        self,
         method: str,
         code: str,
         reason: str,
@@ -198,16 +223,19 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         context: grpc.ServicerContext,
         started: float,
     ) -> None:
+        seconds = time.perf_counter() - started
+        if self._rpcs is not None:
+            self._rpcs.record(method, code, seconds)
         if not log.isEnabledFor(logging.INFO):
             return  # before context.peer(), which costs more than the rest of a warm check
         caller = info.caller if info else None
-        log.info(
-            "rpc method=%s code=%s reason=%s duration_ms=%.1f peer=%s principal=%s key=%s",
-            method,
-            code,
-            reason,
-            (time.perf_counter() - started) * 1000,
-            context.peer(),
-            caller.principal_id if caller else "",
-            caller.key_id if caller else "",
-        )
+        fields = {
+            "method": method,
+            "code": code,
+            "reason": reason,
+            "duration_ms": round(seconds * 1000, 3),
+            "peer": info.peer if info else context.peer(),
+            "principal_id": caller.principal_id if caller else "",
+            "key_id": caller.key_id if caller else "",
+        }
+        log.info("rpc", extra={"fields": fields})

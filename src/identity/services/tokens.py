@@ -71,7 +71,7 @@ class TokenServicer(pb_grpc.TokenServiceServicer):
         self, request: pb.ExchangeClientCredentialsRequest, context: grpc.ServicerContext
     ) -> pb.ExchangeClientCredentialsResponse:
         """OAuth 2.0 client credentials grant."""
-        options = TokenOptions(request.audience, tuple(request.scope.split()))
+        options = TokenOptions(request.audience, tuple(request.scope.split()), scope_string=True)
         issued = self._exchange.exchange_client_credentials(
             origin_of(context),
             request.grant_type,

@@ -405,6 +405,14 @@ def _change(cursor: int, change_type: str, key_id: str, snapshot: dict[str, Any]
     return Change(cursor, subject, snapshot["id"], datetime.fromisoformat(expires) if expires else None)
 
 
+def _text(value: str) -> str:
+    # Clients choose user agents and peers (Envoy's Check takes them from the request body), so
+    # each is cut to its column. PostgreSQL text cannot hold a NUL: one would fail the whole audit
+    # write, and with it the background writer's batch, retried and failed again every flush, so
+    # that no later event was ever written.
+    return value.replace("\x00", "\ufffd")
+
+
 def _audit_row(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
@@ -416,9 +424,9 @@ def _audit_row(event: AuditEvent) -> dict[str, Any]:
         "target": event.target,
         "outcome": event.outcome.value,
         "reason": event.reason,
-        "peer": event.peer[:128],
-        "user_agent": event.user_agent[:256],
-        "details": dict(event.details),
+        "peer": _text(event.peer[:128]),
+        "user_agent": _text(event.user_agent[:256]),
+        "details": {_text(name): _text(value) for name, value in event.details.items()},
     }
 
 
