@@ -1,12 +1,15 @@
 """Python load clients, for calls h2load cannot make: a different request every call.
 
 h2load repeats one body, so a case whose every call presents a never-seen key (a cold exchange,
-filling a cache) runs here instead: several client processes, each with its own channel and
-several threads, each call taking the next request of the process's share.
+filling a cache) runs here instead: several client processes of several threads, each thread
+with its own connection, each call taking the next request of the process's share. One
+connection per thread, as h2load's, lets SO_REUSEPORT spread the calls over every worker: with
+one per process, two processes landed on the same worker about half the time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import multiprocessing
@@ -43,14 +46,14 @@ class ClientRun:
 
 
 def _call_all(
-    channel: grpc.Channel,
+    channels: Sequence[grpc.Channel],
     method: str,
     answer: Answer,
     requests: Iterator[bytes],
-    threads: int,
     seconds: float,
 ) -> ClientRun:
-    call = channel.unary_unary(method)
+    """Call from one thread per channel until the requests or the time run out."""
+    threads = len(channels)
     lock = threading.Lock()
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors = [0] * threads
@@ -59,6 +62,7 @@ def _call_all(
     deadline = started + seconds
 
     def worker(index: int) -> None:
+        call = channels[index].unary_unary(method)
         mine = latencies[index]
         while time.perf_counter() < deadline:
             with lock:
@@ -95,11 +99,22 @@ def _client_process(
     start: Event,
     results: Connection,
 ) -> None:
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=READY_SECONDS)
+    with contextlib.ExitStack() as stack:
+        channels = [stack.enter_context(_connect(address)) for _ in range(threads)]
         results.send("ready")
         start.wait()
-        results.send(_call_all(channel, method, answer, iter(requests), threads, seconds))
+        results.send(_call_all(channels, method, answer, iter(requests), seconds))
+
+
+def _connect(address: str) -> grpc.Channel:
+    """A ready channel with a connection of its own.
+
+    grpcio shares one connection between a process's channels to the same address unless told
+    otherwise.
+    """
+    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    grpc.channel_ready_future(channel).result(timeout=READY_SECONDS)
+    return channel
 
 
 def _receive(connection: Connection) -> object:
@@ -169,6 +184,5 @@ def sequential(
     address: str, method: str, answer: Answer, requests: Iterable[bytes], seconds: float = math.inf
 ) -> ClientRun:
     """One call at a time from this process, each request once, for at most ``seconds``."""
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=READY_SECONDS)
-        return _call_all(channel, method, answer, iter(requests), 1, seconds)
+    with _connect(address) as channel:
+        return _call_all([channel], method, answer, iter(requests), seconds)
