@@ -23,7 +23,10 @@ def credential_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str
 
 def metadata_value(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:
     """The first text value of metadata key ``name`` (keys are lower-case in gRPC)."""
-    return next((v for k, v in metadata or () if k == name and isinstance(v, str)), None)
+    for key, value in metadata or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None
 
 
 def peer_ip(peer: str) -> str:
