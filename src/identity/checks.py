@@ -8,14 +8,14 @@ organization -> disabled principal -> IP -> scope -> resource. The credential is
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from identity.app.background import BackgroundWriter
 from identity.app.common import audit_event
 from identity.authz import Authenticator
-from identity.cache.allows import AllowMemo
+from identity.cache.allows import AllowMemo, Held
 from identity.domain import scopes as scope_rules
 from identity.domain.decisions import Decision, permission_denial
 from identity.domain.errors import IdentityError, Reason
@@ -59,7 +59,12 @@ class DecisionEngine:
     """
 
     def __init__(
-        self, authenticator: Authenticator, writer: BackgroundWriter, memo: AllowMemo, *, audit_allows: bool
+        self,
+        authenticator: Authenticator,
+        writer: BackgroundWriter,
+        memo: AllowMemo[Decision],
+        *,
+        audit_allows: bool,
     ) -> None:
         """Resolve credentials with ``authenticator``; audit and note key use through ``writer``.
 
@@ -70,10 +75,30 @@ class DecisionEngine:
         self._memo = memo
         self._audit_allows = audit_allows
 
+    @property
+    def audits_allows(self) -> bool:
+        """Whether every allow is audited (so each one needs its request and origin)."""
+        return self._audit_allows
+
+    def memo_key(self, credential: str, item: CheckItem, client_ip: str) -> Hashable:
+        """What a single check's allow is remembered under."""
+        return self._memo.key(credential, item.permissions, item.resource, client_ip)
+
+    def remembered(self, memo_key: Hashable) -> Held[Decision] | None:
+        """The allow remembered under ``memo_key`` with its bounds, if it still holds (asking is not an allow)."""
+        return self._memo.held(memo_key, datetime.now(UTC))
+
+    def allowed_again(self, key_id: str, now: datetime) -> None:
+        """What a remembered allow answered elsewhere does at ``now``: note the key's use.
+
+        Only when allows are not audited: an audited allow needs its request and origin.
+        """
+        self._writer.touch(key_id, now)
+
     def check(self, credential: str, item: CheckItem, client_ip: str, origin: Origin) -> Decision:
         """Judge one item."""
         now = datetime.now(UTC)
-        memo_key = self._memo.key(credential, item.permissions, item.resource, client_ip)
+        memo_key = self.memo_key(credential, item, client_ip)
         remembered = self._memo.get(memo_key, now)
         if remembered is not None:
             self._allowed(remembered, now, item, origin)
@@ -82,7 +107,8 @@ class DecisionEngine:
         generation = self._memo.generation
         caller, decisions = self._judge_all(credential, [item], client_ip, origin)
         if caller is not None and decisions[0].allowed:
-            self._memo.put(memo_key, decisions[0], generation, caller.valid_until)
+            until = caller.valid_until.timestamp() if caller.valid_until else None
+            self._memo.put(memo_key, decisions[0], generation, until)
         return decisions[0]
 
     def batch(

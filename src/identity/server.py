@@ -28,9 +28,12 @@ from identity.credentials import CredentialStore
 from identity.crypto.hashing import SecretHasher
 from identity.crypto.pool import BoundedHasher
 from identity.crypto.signing import load_kek
+from identity.domain.decisions import Decision
 from identity.keyring import Keyring
 from identity.metrics.rpcs import RpcTally
 from identity.metrics.snapshot import Telemetry
+from identity.services.answers import METHOD as answers_method
+from identity.services.answers import CheckAnswers
 from identity.services.audit import AuditServicer
 from identity.services.authorization import AuthorizationServicer
 from identity.services.envoy import EnvoyAuthorizationServicer
@@ -102,8 +105,13 @@ class IdentityServer:
             verified,
             AttemptThrottle(settings.failed_attempts_per_key, settings.failed_attempts_per_peer),
         )
+        memo: AllowMemo[Decision] = AllowMemo(cache, verified.fingerprint)
+        engine = DecisionEngine(authenticator, self.writer, memo, audit_allows=settings.audit_check_allows)
+        answers = CheckAnswers(engine, AllowMemo(cache, verified.fingerprint))
         rpcs = RpcTally() if settings.metrics_listen else None
-        self.interceptor = IdentityInterceptor(authenticator, audit.record_refusal, rpcs)
+        self.interceptor = IdentityInterceptor(
+            authenticator, audit.record_refusal, rpcs, {answers_method: answers}
+        )
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
             interceptors=[self.interceptor],
@@ -127,8 +135,6 @@ class IdentityServer:
         token_service_pb2_grpc.add_TokenServiceServicer_to_server(
             TokenServicer(TokenExchange(db, authenticator, keyring, self.writer)), server
         )
-        memo = AllowMemo(cache, verified.fingerprint)
-        engine = DecisionEngine(authenticator, self.writer, memo, audit_allows=settings.audit_check_allows)
         authorization_service_pb2_grpc.add_AuthorizationServiceServicer_to_server(
             AuthorizationServicer(engine), server
         )
@@ -145,6 +151,7 @@ class IdentityServer:
             "tokens": verified.token_lookups,
             "key_states": cache.lookups,
             "allows": memo.lookups,
+            "answers": answers.lookups,
         }
         self.telemetry = Telemetry(rpcs, lookups, hasher, self.feed)
 

@@ -13,9 +13,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import event
 
 from identity.changefeed import POLL_SECONDS
+from identity.checks import DecisionEngine
 from identity.crypto import apikeys
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import unavailable
@@ -144,6 +146,66 @@ def test_a_fill_that_raced_a_revocation_is_not_kept(tenant: Tenant, monkeypatch:
     # ...but what it read must not outlive the revocation: every later answer is REVOKED.
     for _ in range(5):
         assert tenant.check(created.api_key).reason == common_pb2.DECISION_REASON_REVOKED_API_KEY
+
+
+def scopes_set(tenant: Tenant, key_id: str, scopes: list[str]) -> None:
+    key = key_service_pb2.Key(id=key_id, scopes=scopes)
+    request = key_service_pb2.UpdateKeyRequest(key=key, update_mask=FieldMask(paths=["scopes"]))
+    tenant.admin.keys.UpdateKey(request, metadata=tenant.admin.metadata)
+
+
+@contextmanager
+def judged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The credentials the decision engine judges (memo hits included) while inside."""
+    seen: list[str] = []
+    check = DecisionEngine.check
+
+    def counting_check(self: DecisionEngine, credential: str, *rest: Any) -> Any:
+        seen.append(credential)
+        return check(self, credential, *rest)
+
+    monkeypatch.setattr(DecisionEngine, "check", counting_check)
+    yield seen
+    monkeypatch.setattr(DecisionEngine, "check", check)
+
+
+def test_a_repeated_check_gets_its_remembered_answer_until_anything_changes(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = tenant.key()
+    first = tenant.check(created.api_key)
+    assert first.allowed and list(first.granted_scopes) == ["stock:read"]
+    with judged(monkeypatch) as seen:
+        repeats = [tenant.check(created.api_key) for _ in range(5)]
+    assert seen == [] and all(r == first for r in repeats)  # answered from its request bytes alone
+    # Still allowed, but the answer says more now: it is built anew, never the old bytes.
+    scopes_set(tenant, created.key.id, ["stock:read", "stock:write"])
+    with judged(monkeypatch) as seen:
+        again = tenant.check(created.api_key)
+    assert seen == [created.api_key] and list(again.granted_scopes) == ["stock:read", "stock:write"]
+    # No longer allowed: the very next ask, in the same bytes, is denied.
+    scopes_set(tenant, created.key.id, ["stock:write"])
+    denied = tenant.check(created.api_key)
+    assert (denied.allowed, denied.reason) == (False, common_pb2.DECISION_REASON_INSUFFICIENT_SCOPE)
+
+
+def test_check_bytes_that_are_no_check_request_are_invalid_argument(tenant: Tenant) -> None:
+    raw_check = tenant.harness.channel.unary_unary("/identity.v1.AuthorizationService/Check")
+    details = expect_error(
+        lambda: raw_check(b"\xff\xff\xff"), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"
+    )
+    assert details.message == "the request is not a valid encoded message"
+
+
+@pytest.mark.settings(audit_check_allows=True)
+def test_allows_audited_one_by_one_are_each_judged(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = tenant.key()
+    with judged(monkeypatch) as seen:
+        assert all(tenant.check(created.api_key).allowed for _ in range(3))
+    assert len(seen) == 3
+    tenant.harness.server.writer.flush()
+    allows = [e for e in audit_events(tenant, "authz.check") if e.target == created.key.id]
+    assert [e.outcome for e in allows] == [audit_service_pb2.AUDIT_OUTCOME_SUCCESS] * 3
 
 
 @pytest.mark.settings(argon2_threads=1, argon2_queue=1)

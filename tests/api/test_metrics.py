@@ -94,9 +94,11 @@ def test_two_workers_are_scraped_on_one_port(database_url: str, tmp_path: Path) 
     assert by(shown, "identity_rpc_duration_seconds_bucket", "method", "le")[("Check", "+Inf")] == 7
 
     lookups = by(shown, "identity_cache_lookups_total", "cache", "result")
-    # The first Check judged and remembered the allow, the next four were answered from it;
-    # denials are never remembered.
-    assert (lookups[("allows", "hit")], lookups[("allows", "miss")]) == (4, 3)
+    # The first Check was judged and its allow and answer remembered; the next four got the
+    # remembered answer to their same request bytes, never reaching the judge. Denials are
+    # never remembered.
+    assert (lookups[("answers", "hit")], lookups[("answers", "miss")]) == (4, 3)
+    assert (lookups[("allows", "hit")], lookups[("allows", "miss")]) == (0, 3)
     # Every presented key is looked up once among verified secrets: 3 admin calls, 3 Checks
     # that were judged, and each WhoAmI; a wrong key is a miss.
     secrets = lookups[("secrets", "hit")] + lookups[("secrets", "miss")]

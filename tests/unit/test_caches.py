@@ -120,12 +120,12 @@ def test_revoked_tokens_are_remembered_until_they_expire() -> None:
 
 def test_remembered_allows_hold_only_while_nothing_changed_and_time_allows() -> None:
     states = fresh_cache()
-    memo = AllowMemo(states, VerifiedCredentials(10).fingerprint)
+    memo: AllowMemo[Decision] = AllowMemo(states, VerifiedCredentials(10).fingerprint)
     allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
     key = memo.key("idk_live_secret", ("stock:read",), None, "")
     assert key == memo.key("idk_live_secret", ("stock:read",), None, "")
     assert key != memo.key("idk_live_other", ("stock:read",), None, "")
-    memo.put(key, allow, memo.generation, NOW + timedelta(minutes=1))
+    memo.put(key, allow, memo.generation, (NOW + timedelta(minutes=1)).timestamp())
     assert memo.get(key, NOW) is allow
     assert memo.get(key, NOW + timedelta(minutes=1)) is None  # the credential's time ran out
     states.apply([Change(1, ChangeSubject.PRINCIPAL, "sa_9")], time.monotonic())

@@ -82,7 +82,7 @@ def test_caches_count_their_hits_and_misses() -> None:
     assert states.get("key_1") is not None and states.get("key_2") is None
     assert (states.lookups.hits, states.lookups.misses) == (1, 2)
 
-    memo = AllowMemo(states, verified.fingerprint)
+    memo: AllowMemo[Decision] = AllowMemo(states, verified.fingerprint)
     asked = memo.key("idk_live_secret", ("stock:read",), None, "")
     memo.put(asked, Decision(True, Reason.ALLOWED, "allowed"), memo.generation, None)
     now = datetime.now(UTC)

@@ -4,7 +4,9 @@ An allow is a pure function of the credential's live state, the request and the 
 kept only while the key-state cache is fresh and has applied no change since the allow was
 judged (its generation is unchanged), and only until the credential's own time runs out
 (expiry, the end of a rotation's grace). Denials are never kept: each one is audited.
-Credentials are known here only by fingerprint.
+Credentials are known here only by fingerprint. The decision engine keeps its allows here, and
+the Check door keeps the encoded answers built from them, under the same bounds
+(see ``identity.services.answers``).
 """
 
 from __future__ import annotations
@@ -12,30 +14,42 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from datetime import datetime
+from typing import Generic, NamedTuple, TypeVar
 
 from identity.cache.bounded import BoundedCache
 from identity.cache.lookups import Lookups
 from identity.cache.states import KeyStateCache
-from identity.domain.decisions import Decision
 
 MAX_ENTRIES = 10_000
+V = TypeVar("V")
 
 
-class AllowMemo:
+class Held(NamedTuple, Generic[V]):
+    """A remembered allow (or what was built from one), with what bounds it."""
+
+    value: V
+    generation: int  # of the key-state cache when the allow was judged
+    until: float | None  # POSIX time when the credential's own time runs out, if it does
+
+
+class AllowMemo(Generic[V]):
     """The most recently used allows, each under the key-state generation it was judged at."""
 
     def __init__(
-        self, states: KeyStateCache, fingerprint: Callable[[str], bytes], max_entries: int = MAX_ENTRIES
+        self,
+        states: KeyStateCache,
+        fingerprint: Callable[[str | bytes], bytes],
+        max_entries: int = MAX_ENTRIES,
     ) -> None:
         """Trust entries while ``states`` has not moved; know credentials by ``fingerprint``."""
         self._states = states
         self._fingerprint = fingerprint
         self._lock = threading.Lock()
-        self._entries: BoundedCache[Hashable, tuple[Decision, int, float | None]] = BoundedCache(max_entries)
-        self.lookups = Lookups()  # a hit is a Check answered from a remembered allow
+        self._entries: BoundedCache[Hashable, Held[V]] = BoundedCache(max_entries)
+        self.lookups = Lookups()
 
-    def key(self, credential: str, *request: Hashable) -> Hashable:
-        """The memo key of a credential asked ``request`` (permissions, resource, client address)."""
+    def key(self, credential: str | bytes, *request: Hashable) -> Hashable:
+        """The memo key of a credential (or bytes holding one) asked ``request``."""
         return (self._fingerprint(credential), *request)
 
     @property
@@ -43,24 +57,28 @@ class AllowMemo:
         """Take this before judging a decision that may be remembered."""
         return self._states.generation
 
-    def get(self, key: Hashable, now: datetime) -> Decision | None:
-        """The allow remembered under ``key`` if it still holds at ``now``."""
+    def get(self, key: Hashable, now: datetime) -> V | None:
+        """What is remembered under ``key`` if its allow still holds at ``now``; counted as a lookup."""
         with self._lock:
-            entry = self._entries.get(key)
-            decision = None if entry is None else self._holding(*entry, now)
-            self.lookups.count(decision is not None)
-        return decision
+            entry = self._holding(key, now)
+            self.lookups.count(entry is not None)
+        return None if entry is None else entry.value
 
-    def _holding(
-        self, decision: Decision, generation: int, until: float | None, now: datetime
-    ) -> Decision | None:
-        if generation != self._states.generation or not self._states.fresh():
-            return None
-        if until is not None and now.timestamp() >= until:
-            return None
-        return decision
-
-    def put(self, key: Hashable, decision: Decision, generation: int, until: datetime | None) -> None:
-        """Remember an allow judged at ``generation`` that holds by itself until ``until``."""
+    def held(self, key: Hashable, now: datetime) -> Held[V] | None:
+        """The entry under ``key`` if its allow still holds at ``now``, not counted (no request asked)."""
         with self._lock:
-            self._entries.put(key, (decision, generation, until.timestamp() if until else None))
+            return self._holding(key, now)
+
+    def _holding(self, key: Hashable, now: datetime) -> Held[V] | None:
+        entry = self._entries.get(key)
+        return entry if entry is not None and self._holds(entry, now) else None
+
+    def _holds(self, entry: Held[V], now: datetime) -> bool:
+        if entry.generation != self._states.generation or not self._states.fresh():
+            return False
+        return entry.until is None or now.timestamp() < entry.until
+
+    def put(self, key: Hashable, value: V, generation: int, until: float | None) -> None:
+        """Remember ``value`` for an allow judged at ``generation`` that holds by itself until ``until``."""
+        with self._lock:
+            self._entries.put(key, Held(value, generation, until))

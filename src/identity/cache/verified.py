@@ -39,9 +39,10 @@ class VerifiedCredentials:
         self.secret_lookups = Lookups()
         self.token_lookups = Lookups()
 
-    def fingerprint(self, credential: str) -> bytes:
-        """The keyed BLAKE2b MAC of ``credential`` under this process's pepper."""
-        return hashlib.blake2b(credential.encode(), key=self._pepper, digest_size=32).digest()
+    def fingerprint(self, credential: str | bytes) -> bytes:
+        """The keyed BLAKE2b MAC of ``credential`` (or of bytes that hold one) under this process's pepper."""
+        data = credential.encode() if isinstance(credential, str) else credential
+        return hashlib.blake2b(data, key=self._pepper, digest_size=32).digest()
 
     def secret(self, fingerprint: bytes) -> tuple[str, int] | None:
         """The key id and secret version a verified secret belongs to, or None."""

@@ -50,7 +50,7 @@ class SnapshotCollector(Collector):
         yield from _rpc_families(reports)
         lookups = CounterMetricFamily(
             "identity_cache_lookups",
-            "Cache lookups by cache (secrets, tokens, key_states, allows) and result (hit, miss).",
+            "Cache lookups by cache (secrets, tokens, key_states, allows, answers) and result (hit, miss).",
             labels=["cache", "result"],
         )
         summed: dict[str, tuple[int, int]] = {}

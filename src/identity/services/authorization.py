@@ -39,7 +39,8 @@ def decision_message(decision: Decision) -> pb.CheckResponse:
     )
 
 
-def _item(permissions: list[str], has_resource: bool, resource: common_pb2.ResourceRef) -> CheckItem:
+def check_item(permissions: list[str], has_resource: bool, resource: common_pb2.ResourceRef) -> CheckItem:
+    """What a CheckRequest or BatchCheckItem asks: its permissions, on its resource if it has one."""
     return CheckItem(tuple(permissions), resource_refs([resource])[0] if has_resource else None)
 
 
@@ -52,7 +53,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
 
     def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
         """Judge one credential; a denial is an OK response with ``allowed`` false."""
-        item = _item(list(request.permissions), request.HasField("resource"), request.resource)
+        item = check_item(list(request.permissions), request.HasField("resource"), request.resource)
         return decision_message(
             self._engine.check(request.credential, item, request.client_ip, origin_of(context))
         )
@@ -61,7 +62,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         self, request: pb.BatchCheckRequest, context: grpc.ServicerContext
     ) -> pb.BatchCheckResponse:
         """Judge many items for one credential, in order."""
-        items = [_item(list(i.permissions), i.HasField("resource"), i.resource) for i in request.items]
+        items = [check_item(list(i.permissions), i.HasField("resource"), i.resource) for i in request.items]
         decisions = self._engine.batch(request.credential, items, request.client_ip, origin_of(context))
         return pb.BatchCheckResponse(results=[decision_message(d) for d in decisions])
 
