@@ -77,3 +77,24 @@ def test_create_key_with_json(harness: Harness) -> None:
 
 def test_health_serving(harness: Harness) -> None:
     assert json.loads(grpcurl(harness, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+
+
+def test_check_with_json_asked_twice(harness: Harness) -> None:
+    admin = harness.admin()
+    org = admin.create_org("Grpcurl Checks")
+    key = admin.create_key(org.id, admin.create_principal(org.id).id, ["inventory:read"])
+    body = json.dumps({"credential": key.api_key, "permissions": ["inventory:read"]})
+    answered = harness.server.telemetry.snapshot().lookups["answers"]
+    first, second = (
+        json.loads(grpcurl(harness, "identity.v1.AuthorizationService/Check", flags=("-d", body)))
+        for _ in range(2)
+    )
+    # The second ask is the same bytes: answered from the first one's remembered answer.
+    hits, misses = harness.server.telemetry.snapshot().lookups["answers"]
+    assert (hits - answered[0], misses - answered[1]) == (1, 1)
+    assert first == second
+    assert (first["allowed"], first["reason"], first["key_id"]) == (
+        True,
+        "DECISION_REASON_ALLOWED",
+        key.key.id,
+    )
