@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import multiprocessing
 import os
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -22,7 +22,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.rpc import EMPTY_SERVICE, BenchError
 
-THREADS = 32  # what an identity worker runs (IDENTITY_THREADS' default)
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
 
@@ -35,23 +34,30 @@ def free_port() -> int:
 
 
 def _serve_empty(port: int, ready: Connection) -> None:
+    asyncio.run(_empty_server(port, ready))  # until SIGTERM ends the process
+
+
+async def _empty_server(port: int, ready: Connection) -> None:
+    async def empty(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return b""
+
     handler = grpc.method_handlers_generic_handler(
-        EMPTY_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(lambda _request, _context: b"")}
+        EMPTY_SERVICE, {"Call": grpc.unary_unary_rpc_method_handler(empty)}
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=THREADS), options=[("grpc.so_reuseport", 1)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
+    await server.start()
     ready.send(bound)
-    server.wait_for_termination()  # until SIGTERM ends the process
+    await server.wait_for_termination()
 
 
 @contextmanager
 def empty_server(workers: int) -> Iterator[int]:
     """The baseline: ``workers`` processes serving an empty grpcio handler on one port; yield the port.
 
-    Each process is built as an identity worker is (a 32-thread pool, SO_REUSEPORT), so the
-    difference between the two is the identity service's own work.
+    Each process serves as an identity worker does (grpcio's asyncio server, the handler on the
+    event loop, SO_REUSEPORT), so the difference between the two is the identity service's own work.
     """
     port = free_port()
     context = multiprocessing.get_context("spawn")

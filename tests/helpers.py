@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
+from identity.crypto import apikeys
 from identity.v1 import (
     audit_service_pb2_grpc,
     authorization_service_pb2_grpc,
@@ -30,6 +31,13 @@ from identity.v1 import (
 def mistyped(api_key: str) -> str:
     """``api_key`` with its last character changed: always a different key (a fixed swap may be a no-op)."""
     return api_key[:-1] + ("B" if api_key.endswith("A") else "A")
+
+
+def forged(api_key: str) -> str:
+    """A well-formed key with ``api_key``'s lookup handle and another secret: it reaches argon2."""
+    parsed = apikeys.parse(api_key)
+    assert parsed is not None, "not a well-formed API key"
+    return apikeys.generate(parsed.kind, parsed.environment, parsed.lookup).plaintext
 
 
 def auth(api_key: str) -> tuple[tuple[str, str], ...]:

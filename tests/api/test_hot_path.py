@@ -156,13 +156,18 @@ def scopes_set(tenant: Tenant, key_id: str, scopes: list[str]) -> None:
 
 @contextmanager
 def judged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The credentials the decision engine judges (memo hits included) while inside."""
+    """The credentials the decision engine judges (memo hits included) while inside.
+
+    A call tried on the event loop that would wait there is judged again on a request thread
+    (see ``identity.services.loop``): only the judgement that came to an end is counted.
+    """
     seen: list[str] = []
     check = DecisionEngine.check
 
     def counting_check(self: DecisionEngine, credential: str, *rest: Any) -> Any:
+        decision = check(self, credential, *rest)
         seen.append(credential)
-        return check(self, credential, *rest)
+        return decision
 
     monkeypatch.setattr(DecisionEngine, "check", counting_check)
     yield seen

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import threading
+
+from identity.blocking import after_try
+
 
 class Lookups:
     """Counts of lookups that found what they sought, and of those that did not.
 
-    The owning cache counts under the lock it already holds for the lookup, so the counts are
-    exact and cost no lock of their own.
+    A lookup made by a call tried on the event loop counts once that try ended: a try that
+    would have waited runs again on a request thread, and only that run's lookups count.
     """
 
-    __slots__ = ("hits", "misses")
+    __slots__ = ("_lock", "hits", "misses")
 
     def __init__(self) -> None:
         """Start at zero."""
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def count(self, hit: bool) -> None:
         """Count one lookup."""
-        if hit:
-            self.hits += 1
-        else:
-            self.misses += 1
+        after_try(self._add, hit)
+
+    def _add(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1

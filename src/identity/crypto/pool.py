@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from identity.blocking import may_block
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import IdentityError, Reason
 
@@ -61,6 +62,7 @@ class BoundedHasher:
         self._executor.shutdown(wait=False)
 
     def _run(self, work: Callable[..., T], *args: object) -> T:
+        may_block()  # before admission: the event loop's thread hands the call to a request thread
         with self._admitting:
             if self._admitted >= self.capacity:
                 self._refused += 1

@@ -68,3 +68,19 @@ RULES: dict[str, Rule] = {
     # Envoy's external authorization API: the gateway passes the credential to judge.
     "/envoy.service.auth.v3.Authorization/Check": PUBLIC,
 }
+
+# Tried on the event loop first (see identity.services.loop): with a warm credential they need
+# neither the database nor argon2. Each does nothing observable before its first wait, so it may
+# run again from the start on a request thread.
+HOT_METHODS = frozenset(
+    {
+        _AUTHZ + "Check",
+        _AUTHZ + "BatchCheck",
+        _AUTHZ + "WhoAmI",
+        "/envoy.service.auth.v3.Authorization/Check",
+        _TOKEN + "ExchangeApiKey",
+        _TOKEN + "ExchangeApiKeyWithId",
+        _TOKEN + "ExchangeClientCredentials",
+        _TOKEN + "IntrospectToken",
+    }
+)

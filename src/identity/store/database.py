@@ -16,6 +16,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from identity.blocking import may_block
 from identity.domain.errors import unavailable
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class Database:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        may_block()  # before a connection is taken: the event loop's thread tries elsewhere
         try:
             yield
         except IntegrityError:

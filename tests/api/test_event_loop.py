@@ -1,0 +1,110 @@
+"""Warm calls are answered on the event loop; cold ones run again on a request thread, with no trace of the try."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from identity.app.tokens import TokenExchange
+from identity.checks import DecisionEngine
+from identity.v1 import audit_service_pb2, authorization_service_pb2, common_pb2, token_service_pb2
+from tests.api.test_hot_path import Tenant, audit_events
+from tests.helpers import expect_error, forged
+
+LOOP_THREAD = "grpc-loop"
+
+
+@pytest.fixture
+def tenant(harness: Any) -> Tenant:
+    return Tenant(harness)
+
+
+@contextmanager
+def finished_on(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> Iterator[list[str]]:
+    """The threads on which ``owner.name`` came to an end: returned, or raised an error.
+
+    A try on the event loop that would wait raises WouldBlock, which is no end: it runs again.
+    """
+    threads: list[str] = []
+    original = getattr(owner, name)
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = original(*args, **kwargs)
+        except Exception:
+            threads.append(threading.current_thread().name)
+            raise
+        threads.append(threading.current_thread().name)
+        return result
+
+    monkeypatch.setattr(owner, name, spied)
+    yield threads
+    monkeypatch.setattr(owner, name, original)
+
+
+def check(
+    tenant: Tenant, credential: str, permission: str, client_ip: str = ""
+) -> authorization_service_pb2.CheckResponse:
+    request = authorization_service_pb2.CheckRequest(
+        credential=credential, permissions=[permission], client_ip=client_ip
+    )
+    return tenant.checks.Check(request)
+
+
+def test_warm_checks_and_exchanges_end_on_the_loop_and_cold_ones_on_request_threads(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = tenant.key()
+    with finished_on(monkeypatch, DecisionEngine, "check") as checks:
+        assert check(tenant, created.api_key, "stock:read").allowed  # cold: argon2 and the database
+        assert check(tenant, created.api_key, "stock:read", "10.0.0.7").allowed  # warm, judged anew
+        denied = check(tenant, created.api_key, "stock:write")  # warm, a denial
+    assert denied.reason == common_pb2.DECISION_REASON_INSUFFICIENT_SCOPE
+    assert checks[0].startswith("rpc") and checks[1:] == [LOOP_THREAD, LOOP_THREAD]
+
+    with finished_on(monkeypatch, TokenExchange, "_exchange") as exchanges:
+        other = tenant.key()
+        tokens = [tenant.exchange(other.api_key).access_token for _ in range(3)]
+    assert exchanges[0].startswith("rpc") and exchanges[1:] == [LOOP_THREAD, LOOP_THREAD]
+    with finished_on(monkeypatch, DecisionEngine, "check") as checks:
+        assert check(tenant, tokens[0], "stock:read").allowed  # a token never seen: verified on the loop
+    assert checks == [LOOP_THREAD]
+
+
+def test_admin_calls_never_run_on_the_loop(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    with finished_on(monkeypatch, TokenExchange, "jwks_json") as served:
+        for _ in range(3):
+            tenant.tokens.GetJwks(token_service_pb2.GetJwksRequest())
+    assert len(served) == 3 and all(name.startswith("rpc") for name in served)
+
+
+def test_a_cold_try_leaves_no_trace(tenant: Tenant) -> None:
+    """Tried on the loop, then run on a request thread: audited once, and a failure spent once."""
+    created = tenant.key()
+    tenant.exchange(created.api_key)
+    wrong = forged(created.api_key)
+    for _ in range(2):
+        expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
+    denied = check(tenant, wrong, "stock:read")
+    assert denied.reason == common_pb2.DECISION_REASON_INVALID_API_KEY
+    tenant.harness.server.writer.flush()
+    exchanges = [e for e in audit_events(tenant, "token.exchange") if e.target == created.key.id]
+    assert [(e.outcome, e.reason) for e in exchanges] == [(audit_service_pb2.AUDIT_OUTCOME_SUCCESS, "")]
+    refused = [e for e in audit_events(tenant, "token.exchange") if e.reason == "INVALID_API_KEY"]
+    assert len(refused) == 2
+    checked = [e for e in audit_events(tenant, "authz.check") if e.reason == "INVALID_API_KEY"]
+    assert len(checked) == 1
+
+
+@pytest.mark.settings(failed_attempts_per_key=3)
+def test_a_cold_try_spends_a_failed_attempt_once(tenant: Tenant) -> None:
+    created = tenant.key()
+    wrong = forged(created.api_key)
+    for _ in range(3):
+        expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
+    expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
