@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import grpc
@@ -12,7 +15,14 @@ import pytest
 
 from identity.app.tokens import TokenExchange
 from identity.checks import DecisionEngine
-from identity.v1 import audit_service_pb2, authorization_service_pb2, common_pb2, token_service_pb2
+from identity.services.keys import WATCH_POLL_SECONDS
+from identity.v1 import (
+    audit_service_pb2,
+    authorization_service_pb2,
+    common_pb2,
+    key_service_pb2,
+    token_service_pb2,
+)
 from tests.api.test_hot_path import Tenant, audit_events
 from tests.helpers import expect_error, forged
 
@@ -108,3 +118,35 @@ def test_a_cold_try_spends_a_failed_attempt_once(tenant: Tenant) -> None:
     for _ in range(3):
         expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
     expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+
+
+def handlers_running(name: str) -> int:
+    """How many threads are inside a function called ``name`` right now (a running handler's frame)."""
+    running = 0
+    for frame in sys._current_frames().values():
+        stack: FrameType | None = frame
+        while stack is not None and stack.f_code.co_name != name:
+            stack = stack.f_back
+        running += stack is not None
+    return running
+
+
+def test_a_watch_the_client_leaves_ends_and_frees_its_request_thread(tenant: Tenant) -> None:
+    def watchers_become(count: int) -> bool:
+        deadline = time.monotonic() + 3 * WATCH_POLL_SECONDS + 1
+        while handlers_running("WatchKeyEvents") != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return handlers_running("WatchKeyEvents") == count
+
+    tenant.key()
+    request = key_service_pb2.WatchKeyEventsRequest(org_id=tenant.org_id)
+    streams = [
+        tenant.admin.keys.WatchKeyEvents(request, metadata=tenant.admin.metadata, timeout=30)
+        for _ in range(2)
+    ]
+    assert all(next(stream).event.type == key_service_pb2.KEY_EVENT_TYPE_CREATED for stream in streams)
+    assert watchers_become(2)  # each waits for the next change on a request thread
+    for stream in streams:
+        stream.cancel()
+    assert watchers_become(0)
+    assert tenant.check(tenant.key().api_key).allowed  # the threads serve other calls again

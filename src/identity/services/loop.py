@@ -45,11 +45,12 @@ class CallContext:
     Safe on any thread: it reads the call, and ends it only by raising :class:`Refusal`.
     """
 
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_over")
 
     def __init__(self, call: grpc.aio.ServicerContext) -> None:
         """Stand for ``call``."""
         self._call = call
+        self._over = False
 
     def peer(self) -> str:
         """The caller's address, as grpcio names it (``ipv4:127.0.0.1:5000``)."""
@@ -60,8 +61,12 @@ class CallContext:
         return self._call.invocation_metadata()
 
     def is_active(self) -> bool:
-        """Whether the call goes on: false once the client cancelled or the server stopped it."""
-        return not self._call.done()
+        """Whether the call goes on: false once it ended, the client having left or the server stopped it."""
+        return not self._over
+
+    def end(self) -> None:
+        """Note that the call is over. grpcio's asyncio context does not say so: it cancels the serving task."""
+        self._over = True
 
     def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         """End the call with ``code`` and ``details``."""
@@ -128,7 +133,8 @@ class LoopDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
         executor = self._executor
 
         async def serve(request: Any, call: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            responses = behavior(request, CallContext(call))  # a generator: nothing runs yet
+            context = CallContext(call)
+            responses = behavior(request, context)  # a generator: nothing runs yet
             # Every step runs on a request thread, all in one context: the handler's context
             # variables are set in one step and reset in another.
             steps = contextvars.copy_context()
@@ -146,6 +152,7 @@ class LoopDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
             finally:
                 # A stream the client left is closed once its step in flight is done (a handler
                 # sees is_active() turn false at its next wait), never from two threads at once.
+                context.end()
                 step.add_done_callback(lambda _: steps.run(responses.close))
 
         return serve
