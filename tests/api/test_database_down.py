@@ -166,7 +166,7 @@ BOUNDS = {
 }
 RECOVERY_SECONDS = 5.0  # after the database is back, every kind of call succeeds again within this
 CALL_DEADLINE = 30.0  # client deadline: a call that hangs ends as DEADLINE_EXCEEDED, an outcome to fail on
-COLD_KEYS = 40
+COLD_KEYS = 120  # a successful cold call uses one up; calls before the cut and after it is over succeed
 WARM_CHECK_KEY, WARM_CHECK_TOKEN, WARM_EXCHANGE = "warm check (key)", "warm check (token)", "warm exchange"
 COLD_CHECK, COLD_EXCHANGE, ADMIN, HEALTH = "cold check", "cold exchange", "admin", "health"
 PING = "ping"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -105,6 +106,12 @@ class Database:
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(self.engine.execution_options(immediate=True), expire_on_commit=False)
         self._after_change: list[Callable[[], None]] = []
+        # SQLite admits one writer at a time and makes the others retry by sleeping, so under
+        # load a writer can be passed over until its busy timeout; this process's writers take
+        # turns on a lock instead, and SQLite sees at most one of them at a time. (A writer waits
+        # for its turn as long as for SQLite's lock: against a lock another process holds, up to
+        # twice the busy timeout in all.)
+        self._write_turn = threading.Lock() if self.is_sqlite else None
 
     def after_change(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after every commit that appended to the change log, before ``write()`` returns.
@@ -123,12 +130,25 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction; on SQLite it holds the write lock from its first statement."""
-        with self._guard(), self._writers() as session:
+        with self._guard(), self._turn_to_write(), self._writers() as session:
             with session.begin():
                 yield session
             if session.info.get(_CHANGED):
                 for hook in self._after_change:
                     hook()
+
+    @contextmanager
+    def _turn_to_write(self) -> Iterator[None]:
+        if self._write_turn is None:
+            yield
+            return
+        if not self._write_turn.acquire(timeout=SQLITE_BUSY_SECONDS):
+            log.warning("database failure: no turn to write within %d s", SQLITE_BUSY_SECONDS)
+            raise unavailable()
+        try:
+            yield
+        finally:
+            self._write_turn.release()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
