@@ -15,6 +15,7 @@ from bench.reference import usable_cores
 from bench.report import THROUGHPUT_HEADERS, Report, Table, throughput_row
 from bench.rpc import BenchError
 from bench.seed import Admin, bootstrap_database
+from bench.servers import Workers
 
 IDENTITY_THROUGHPUT = ("check-jwt", "check-key", "exchange-warm", "exchange-cold", "check-flood")
 NEEDS_H2LOAD = ("baseline", *IDENTITY_THROUGHPUT, "scaling")
@@ -30,9 +31,10 @@ def _throughput(context: Context, url: str, platform_key: str) -> None:
             tenants.append(throughput.create_tenant(admin, address))
         return tenants[0]
 
-    throughput.baseline(context, options.workers)
+    workers = Workers(options.workers, options.pin_workers)
+    throughput.baseline(context, workers)
     if options.wants(*IDENTITY_THROUGHPUT):
-        with context.paired_baseline(options.workers), context.server(url, options.workers) as server:
+        with context.paired_baseline(workers), context.server(url, workers) as server:
             admin = Admin(server.address, platform_key)
             try:
                 main = tenant(admin, server.address)
@@ -49,10 +51,10 @@ def _throughput(context: Context, url: str, platform_key: str) -> None:
             finally:
                 admin.close()
     if options.wants("scaling"):
-        for workers in (1, 2):
-            throughput.baseline(context, workers)
-            if workers not in context.results.check_key:
-                with context.paired_baseline(workers), context.server(url, workers) as server:
+        for scaled in throughput.SCALING:
+            throughput.baseline(context, scaled)
+            if scaled not in context.results.check_key:
+                with context.paired_baseline(scaled), context.server(url, scaled) as server:
                     admin = Admin(server.address, platform_key)
                     try:
                         throughput.check_key(context, server, tenant(admin, server.address))

@@ -13,7 +13,7 @@ from bench.h2load import H2Load
 from bench.options import Options
 from bench.report import Table
 from bench.rpc import BenchError
-from bench.servers import IdentityProcess, empty_server, identity_server, new_kek
+from bench.servers import IdentityProcess, Workers, empty_server, identity_server, new_kek
 from bench.stats import Run
 
 
@@ -22,7 +22,7 @@ class Row:
     """One throughput row: a case at a number of workers, and the baseline at that number."""
 
     case: str
-    workers: int
+    workers: Workers
     run: Run
     baseline: Run | None
 
@@ -32,8 +32,8 @@ class Results:
     """What the cases measured so far."""
 
     rows: list[Row] = field(default_factory=list)
-    baselines: dict[int, Run] = field(default_factory=dict)
-    check_key: dict[int, Row] = field(default_factory=dict)
+    baselines: dict[Workers, Run] = field(default_factory=dict)
+    check_key: dict[Workers, Row] = field(default_factory=dict)
     tables: list[tuple[str, Table]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
 
@@ -49,7 +49,7 @@ class Context:
         self.kek = new_kek()
         self.results = Results()
         # Empty-handler servers running beside the identity server, by worker count (paired runs).
-        self.baseline_ports: dict[int, int] = {}
+        self.baseline_ports: dict[Workers, int] = {}
         self._started = time.monotonic()
         self._servers = 0
 
@@ -65,7 +65,7 @@ class Context:
         print(f"[{time.monotonic() - self._started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     @contextmanager
-    def paired_baseline(self, workers: int) -> Iterator[None]:
+    def paired_baseline(self, workers: Workers) -> Iterator[None]:
         """Keep an empty-handler server with ``workers`` workers up, for cases to pair their runs with."""
         with empty_server(workers) as port:
             self.baseline_ports[workers] = port
@@ -75,10 +75,10 @@ class Context:
                 del self.baseline_ports[workers]
 
     @contextmanager
-    def server(self, database_url: str, workers: int) -> Iterator[IdentityProcess]:
+    def server(self, database_url: str, workers: Workers) -> Iterator[IdentityProcess]:
         """``identity serve`` with ``workers`` workers on ``database_url``; its log goes to the scratch directory."""
         self._servers += 1
-        log = self.scratch / f"identity-{self._servers}-w{workers}.log"
+        log = self.scratch / f"identity-{self._servers}-w{workers.count}.log"
         with identity_server(database_url, workers, self.kek, log) as server:
             self.say(f"identity serve --workers {workers} on {server.address} (pid {server.process.pid})")
             yield server

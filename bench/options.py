@@ -27,7 +27,8 @@ CASE_HELP = """cases (--cases, comma-separated; default: all of them):
   exchange-warm   TokenService/ExchangeApiKey (v2) of a warm key
   exchange-cold   ExchangeApiKey of a never-seen key each call (argon2id every call)
   check-flood     check-key while a wrong-secret ExchangeApiKey flood runs
-  scaling         check-key and the baseline with 1 and with 2 workers
+  scaling         check-key and the baseline with 1 and with 2 workers, each worker
+                  pinned to a core of its own (identity serve --pin-workers)
   latency         v2 exchange latency, one call at a time, with 10 and 100,000 keys stored
   memory          peak RSS of one worker after 100,000 distinct keys were presented
 """
@@ -40,6 +41,7 @@ class Options:
     database: str
     database_url: str
     workers: int
+    pin_workers: bool
     seconds: float
     warmup_seconds: float
     repeat: int
@@ -109,6 +111,11 @@ def parse(argv: list[str] | None = None) -> Options:
         help="PostgreSQL server to create (and drop) scratch databases on (default: %(default)s)",
     )
     parser.add_argument("--workers", type=_positive_int, default=2, help="server processes (default 2)")
+    parser.add_argument(
+        "--pin-workers",
+        action="store_true",
+        help="run every server, the baseline's too, with worker i on core i (identity serve --pin-workers)",
+    )
     parser.add_argument("--seconds", type=_positive_float, help="length of one measured run (default 5)")
     parser.add_argument(
         "--warmup-seconds", type=_positive_float, help="the warm-up run before them (default 2)"
@@ -173,6 +180,7 @@ def parse(argv: list[str] | None = None) -> Options:
         database=args.database,
         database_url=args.database_url,
         workers=args.workers,
+        pin_workers=args.pin_workers,
         seconds=float(sizes["seconds"]),
         warmup_seconds=float(sizes["warmup_seconds"]),
         repeat=int(sizes["repeat"]),

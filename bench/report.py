@@ -86,7 +86,7 @@ def millis(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
-def throughput_row(case: str, workers: int, run: Run, baseline: Run | None) -> tuple[str, ...]:
+def throughput_row(case: str, workers: object, run: Run, baseline: Run | None) -> tuple[str, ...]:
     """One row of the throughput table; the ratio and difference are to ``baseline`` when given."""
     ratio = f"{run.rps / baseline.rps:.3f}" if baseline and baseline.rps else "-"
     difference = run.p99_ms - baseline.p99_ms if baseline else math.nan

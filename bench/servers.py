@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.rpc import EMPTY_SERVICE, BenchError
+from identity.affinity import core_for, pin_process
 
 START_SECONDS = 60.0
 STOP_SECONDS = 30.0
@@ -33,7 +34,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve_empty(port: int, ready: Connection) -> None:
+@dataclass(frozen=True)
+class Workers:
+    """How a server runs: ``count`` processes, each on a core of its own when ``pinned``."""
+
+    count: int
+    pinned: bool = False
+
+    def __str__(self) -> str:
+        """``2``, or ``2 pinned``."""
+        return f"{self.count} pinned" if self.pinned else str(self.count)
+
+
+def _serve_empty(port: int, core: int | None, ready: Connection) -> None:
+    if core is not None:
+        pin_process(core)
     asyncio.run(_empty_server(port, ready))  # until SIGTERM ends the process
 
 
@@ -53,19 +68,21 @@ async def _empty_server(port: int, ready: Connection) -> None:
 
 
 @contextmanager
-def empty_server(workers: int) -> Iterator[int]:
+def empty_server(workers: Workers) -> Iterator[int]:
     """The baseline: ``workers`` processes serving an empty grpcio handler on one port; yield the port.
 
     Each process serves as an identity worker does (grpcio's asyncio server, the handler on the
-    event loop, SO_REUSEPORT), so the difference between the two is the identity service's own work.
+    event loop, SO_REUSEPORT, pinned as ``--pin-workers`` pins), so the difference between the
+    two is the identity service's own work.
     """
     port = free_port()
     context = multiprocessing.get_context("spawn")
     processes = []
     try:
-        for _ in range(workers):
+        for index in range(workers.count):
             receive, send = context.Pipe(duplex=False)
-            process = context.Process(target=_serve_empty, args=(port, send), daemon=True)
+            core = core_for(index) if workers.pinned else None
+            process = context.Process(target=_serve_empty, args=(port, core, send), daemon=True)
             process.start()
             processes.append(process)
             if not receive.poll(START_SECONDS) or receive.recv() != port:
@@ -101,7 +118,7 @@ class IdentityProcess:
     """A running ``identity serve``: where it listens and its process."""
 
     port: int
-    workers: int
+    workers: Workers
     process: subprocess.Popen[bytes]
 
     @property
@@ -111,7 +128,7 @@ class IdentityProcess:
 
     def worker_pids(self) -> list[int]:
         """The processes that serve calls: the serve process itself with one worker, else its workers."""
-        if self.workers <= 1:
+        if self.workers.count <= 1:
             return [self.process.pid]
         return spawned_children(self.process.pid)
 
@@ -130,8 +147,12 @@ def new_kek() -> str:
 
 
 @contextmanager
-def identity_server(database_url: str, workers: int, kek: str, log_path: Path) -> Iterator[IdentityProcess]:
-    """Run ``identity serve --workers N`` on a free port until the block ends (then SIGTERM, wait).
+def identity_server(
+    database_url: str, workers: Workers, kek: str, log_path: Path
+) -> Iterator[IdentityProcess]:
+    """Run ``identity serve --workers N`` (``--pin-workers`` when pinned) on a free port until the block ends.
+
+    At the end: SIGTERM, and wait.
 
     The server gets a clean environment: every inherited ``IDENTITY_*`` variable is dropped, so
     it runs the production defaults (argon2id profile included) plus the database, the KEK and
@@ -140,7 +161,9 @@ def identity_server(database_url: str, workers: int, kek: str, log_path: Path) -
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("IDENTITY_")}
     env.update(IDENTITY_DATABASE_URL=database_url, IDENTITY_KEK=kek, IDENTITY_LOG_LEVEL="WARNING")
-    command = [identity_command(), "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}"]
+    command = [identity_command(), "serve", "--workers", str(workers.count), "--listen", f"127.0.0.1:{port}"]
+    if workers.pinned:
+        command.append("--pin-workers")
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     try:

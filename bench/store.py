@@ -18,7 +18,7 @@ from bench.context import Context
 from bench.report import Table, millis
 from bench.rpc import CHECK, EXCHANGE, Answer, check_request, exchange_request
 from bench.seed import KEYS_PER_ACCOUNT, Admin, insert_keys
-from bench.servers import memory_mib
+from bench.servers import Workers, memory_mib
 from bench.stats import Run
 from identity.store.database import Database
 from identity.store.models import ApiKeyRow
@@ -56,7 +56,7 @@ def stored_keys(url: str) -> int:
 
 def _create(context: Context, store: Store, keys: int, accounts: int = 0) -> tuple[list[str], list[str]]:
     """``keys`` keys through CreateKey and ``accounts`` empty service accounts, on a server of their own."""
-    with context.server(store.url, 1) as server:
+    with context.server(store.url, Workers(1)) as server:
         admin = Admin(server.address, store.platform_key)
         try:
             if not store.org_id:
@@ -80,7 +80,7 @@ def _fill(context: Context, store: Store, accounts: list[str], count: int) -> No
 def _exchange_latency(context: Context, url: str, warm_key: str, cold_keys: list[str]) -> tuple[Run, Run]:
     """On a freshly started worker: warm-up, warm latency (one key over and over), then cold (each key once)."""
     options = context.options
-    with context.server(url, 1) as server:
+    with context.server(url, Workers(1)) as server:
         warm = itertools.repeat(exchange_request(warm_key))
         sequential(server.address, EXCHANGE, Answer.TOKEN, warm, options.warmup_seconds)
         warm_run = sequential(server.address, EXCHANGE, Answer.TOKEN, warm, options.seconds).run()
@@ -160,7 +160,7 @@ def memory(context: Context, url: str, platform_key: str, store: Store | None) -
     size = stored_keys(url)
     requests = [check_request(key) for key in store.plaintexts]
     context.say(f"memory: Check of {len(requests)} distinct keys on one worker")
-    with context.server(url, 1) as server:
+    with context.server(url, Workers(1)) as server:
         result = drive(
             server.address,
             CHECK,

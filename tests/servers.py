@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -149,16 +149,18 @@ def identity_serve(
     address: str = "",
     env: Mapping[str, str] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    flags: Sequence[str] = (),
 ) -> Iterator[ServeProcess]:
     """Start ``identity serve --workers N --listen ADDRESS`` and stop it when the block ends, however it ends.
 
-    ``env`` adds to the test environment; ``credentials`` are the client's for a TLS server. The
+    ``env`` adds to the test environment and ``flags`` to the command line; ``credentials`` are
+    the client's for a TLS server. The
     block gets the process before it is serving; call :meth:`ServeProcess.wait_serving`.
     """
     address = address or f"127.0.0.1:{free_port()}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [IDENTITY, "serve", "--workers", str(workers), "--listen", address],
+            [IDENTITY, "serve", "--workers", str(workers), "--listen", address, *flags],
             env=serve_env(database_url, **(env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (IDENTITY_WORKERS, default: cores)"
     )
+    serve.add_argument(
+        "--pin-workers",
+        action="store_true",
+        default=None,
+        help="run worker i on core i only (IDENTITY_PIN_WORKERS, default off)",
+    )
     commands.add_parser("migrate", help="bring the database schema up to date")
     commands.add_parser("bootstrap", help="create the platform organization and print its key once")
     client = connection_options()
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     expiring.add_argument("--json", action="store_true", help="one JSON object per key instead of columns")
     args = parser.parse_args(argv)
     settings = Settings.from_env().with_overrides(
-        listen=getattr(args, "listen", None), workers=getattr(args, "workers", None)
+        listen=getattr(args, "listen", None),
+        workers=getattr(args, "workers", None),
+        pin_workers=getattr(args, "pin_workers", None),
     )
     # serve writes JSON lines for log collectors by default; the other commands talk to a person.
     settings = settings.with_overrides(

@@ -14,6 +14,8 @@ DEFAULT_DATABASE_URL = "sqlite:///identity.db"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("json", "text")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     threads: int = 32
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pin_workers: bool = False
     shutdown_grace_seconds: float = 10.0
     max_request_bytes: int = 64 * 1024
     log_level: str = "INFO"
@@ -58,6 +61,7 @@ class Settings:
             listen=env.get("IDENTITY_LISTEN", defaults.listen),
             threads=_int(env, "IDENTITY_THREADS", defaults.threads),
             workers=_int(env, "IDENTITY_WORKERS", defaults.workers),
+            pin_workers=_flag(env, "IDENTITY_PIN_WORKERS"),
             shutdown_grace_seconds=float(env.get("IDENTITY_SHUTDOWN_GRACE", defaults.shutdown_grace_seconds)),
             max_request_bytes=_int(env, "IDENTITY_MAX_REQUEST_BYTES", defaults.max_request_bytes),
             log_level=_choice(env, "IDENTITY_LOG_LEVEL", LOG_LEVELS, defaults.log_level),
@@ -85,8 +89,7 @@ class Settings:
             token_issuer=env.get("IDENTITY_TOKEN_ISSUER", defaults.token_issuer),
             token_audiences=_list(env, "IDENTITY_TOKEN_AUDIENCES", defaults.token_audiences),
             signing_algorithm=env.get("IDENTITY_SIGNING_ALGORITHM", defaults.signing_algorithm),
-            audit_check_allows=env.get("IDENTITY_AUDIT_CHECK_ALLOWS", "false").lower()
-            in ("1", "true", "yes"),
+            audit_check_allows=_flag(env, "IDENTITY_AUDIT_CHECK_ALLOWS"),
         )
 
     @property
@@ -107,6 +110,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "false")
+    if raw.strip().lower() in TRUE_WORDS:
+        return True
+    if raw.strip().lower() in FALSE_WORDS:
+        return False
+    raise SystemExit(f"{name} must be true or false, got {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:

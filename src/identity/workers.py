@@ -19,6 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 
+from identity.affinity import core_for, pin_process
 from identity.config import Settings
 from identity.logs import configure_logging
 from identity.metrics.exposition import WorkerReport, serve_metrics
@@ -68,7 +69,9 @@ def serve_forever(settings: Settings, *, reuse_port: bool, parent: Connection | 
         stop_metrics()
 
 
-def _worker(settings: Settings, parent: Connection) -> None:
+def _worker(settings: Settings, index: int, parent: Connection) -> None:
+    if settings.pin_workers:
+        pin_process(core_for(index))  # first, so that every thread the server starts inherits it
     configure_logging(settings.log_level, settings.log_format)
     serve_forever(settings, reuse_port=True, parent=parent)
 
@@ -76,6 +79,8 @@ def _worker(settings: Settings, parent: Connection) -> None:
 def serve_workers(settings: Settings) -> int:
     """Serve with ``settings.workers`` processes; return non-zero if any worker failed."""
     if settings.workers <= 1:
+        if settings.pin_workers:
+            pin_process(core_for(0))
         serve_forever(settings, reuse_port=False)
         return 0
     if settings.listen.endswith(":0"):
@@ -95,7 +100,7 @@ def serve_workers(settings: Settings) -> int:
             settings.metrics_listen, WorkerScrapes([mine for mine, _ in pipes]).gather
         )
     workers = [
-        context.Process(target=_worker, args=(settings, theirs), name=f"identity-worker-{i}")
+        context.Process(target=_worker, args=(settings, i, theirs), name=f"identity-worker-{i}")
         for i, (_, theirs) in enumerate(pipes)
     ]
     for worker in workers:

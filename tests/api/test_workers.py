@@ -247,3 +247,23 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(") ", 1)[1][0] not in "ZX"  # the state field: a zombie has exited
+
+
+def worker_cores(pid: int) -> set[frozenset[int]]:
+    """The core sets the threads of process ``pid`` may run on (one set when all agree)."""
+    return {frozenset(os.sched_getaffinity(int(task.name))) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def test_pinned_workers_each_run_every_thread_on_a_core_of_their_own(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``--pin-workers``: worker i and all its threads on the i-th usable core; both still serve."""
+    key = bootstrapped(database_url).api_key
+    cores = sorted(os.sched_getaffinity(0))
+    with identity_serve(database_url, tmp_path / "serve.log", workers=2, flags=["--pin-workers"]) as serving:
+        serving.wait_serving()
+        channels = channel_per_worker(serving, key, workers=2)
+        pinned = [worker_cores(int(pid)) for pid in channels]
+        assert all(len(sets) == 1 for sets in pinned), pinned  # every thread of a worker alike
+        assert sorted(sorted(sets.pop()) for sets in pinned) == sorted([[cores[0]], [cores[1 % len(cores)]]])
+        assert worker_cores(serving.process.pid) == {frozenset(cores)}  # the supervisor is not pinned

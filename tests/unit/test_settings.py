@@ -65,3 +65,13 @@ def test_the_metrics_address_must_be_host_port_and_free() -> None:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         with pytest.raises(SystemExit, match=f"cannot serve metrics on {address}: Address already in use"):
             serve_metrics(address, list)
+
+
+def test_on_off_settings_take_true_or_false_words_and_refuse_others() -> None:
+    assert Settings.from_env({}).pin_workers is False
+    assert Settings.from_env({"IDENTITY_PIN_WORKERS": "True"}).pin_workers is True
+    assert Settings.from_env({"IDENTITY_AUDIT_CHECK_ALLOWS": "yes"}).audit_check_allows is True
+    assert Settings.from_env({"IDENTITY_AUDIT_CHECK_ALLOWS": "off"}).audit_check_allows is False
+    with pytest.raises(SystemExit) as stopped:
+        Settings.from_env({"IDENTITY_PIN_WORKERS": "sometimes"})
+    assert str(stopped.value) == "IDENTITY_PIN_WORKERS must be true or false, got 'sometimes'"
