@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.rpc import EMPTY_SERVICE, BenchError
 from identity.affinity import core_for, pin_process
 
 START_SECONDS = 60.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_SECONDS = 30.0
 
 
@@ -120,6 +123,7 @@ class IdentityProcess:
     port: int
     workers: Workers
     process: subprocess.Popen[bytes]
+    metrics_port: int
 
     @property
     def address(self) -> str:
@@ -131,6 +135,38 @@ class IdentityProcess:
         if self.workers.count <= 1:
             return [self.process.pid]
         return spawned_children(self.process.pid)
+
+    def usage(self) -> Usage:
+        """What the workers have spent so far, from their metrics and /proc."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            samples = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(reply.read().decode())
+                for sample in family.samples
+            }
+        return Usage(
+            argon2_hashes=samples["identity_argon2_hashes_total"],
+            argon2_cpu_seconds=samples["identity_argon2_cpu_seconds_total"],
+            cpu_seconds=sum(cpu_seconds(pid) for pid in self.worker_pids()),
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counters of an identity server: argon2id hashes done, the CPU they took, its workers' CPU."""
+
+    argon2_hashes: float
+    argon2_cpu_seconds: float
+    cpu_seconds: float
+
+    def __sub__(self, earlier: Usage) -> Usage:
+        """What was spent since ``earlier``."""
+        return Usage(
+            self.argon2_hashes - earlier.argon2_hashes,
+            self.argon2_cpu_seconds - earlier.argon2_cpu_seconds,
+            self.cpu_seconds - earlier.cpu_seconds,
+        )
 
 
 def identity_command() -> str:
@@ -155,12 +191,18 @@ def identity_server(
     At the end: SIGTERM, and wait.
 
     The server gets a clean environment: every inherited ``IDENTITY_*`` variable is dropped, so
-    it runs the production defaults (argon2id profile included) plus the database, the KEK and
-    log level WARNING. Its output goes to ``log_path``.
+    it runs the production defaults (argon2id profile included) plus the database, the KEK, log
+    level WARNING and metrics on a free port (read by :meth:`IdentityProcess.usage`). Its output
+    goes to ``log_path``.
     """
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("IDENTITY_")}
-    env.update(IDENTITY_DATABASE_URL=database_url, IDENTITY_KEK=kek, IDENTITY_LOG_LEVEL="WARNING")
+    env.update(
+        IDENTITY_DATABASE_URL=database_url,
+        IDENTITY_KEK=kek,
+        IDENTITY_LOG_LEVEL="WARNING",
+        IDENTITY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+    )
     command = [identity_command(), "serve", "--workers", str(workers.count), "--listen", f"127.0.0.1:{port}"]
     if workers.pinned:
         command.append("--pin-workers")
@@ -168,7 +210,7 @@ def identity_server(
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
     try:
         wait_serving(f"127.0.0.1:{port}", process, START_SECONDS)
-        yield IdentityProcess(port, workers, process)
+        yield IdentityProcess(port, workers, process, metrics_port)
     finally:
         stop(process)
 
@@ -199,6 +241,12 @@ def spawned_children(pid: int) -> list[int]:
         if parent == pid and b"spawn_main" in command:
             children.append(int(entry.name))
     return sorted(children)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far, every thread of it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def memory_mib(pid: int, field: str) -> float:

@@ -13,10 +13,11 @@ median of those paired runs.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import grpc
 
@@ -38,7 +39,7 @@ from bench.rpc import (
     raw_call,
 )
 from bench.seed import Admin, wrong_secret
-from bench.servers import IdentityProcess, Workers, empty_server
+from bench.servers import IdentityProcess, Usage, Workers, empty_server
 from bench.stats import Run, median_run
 from identity.v1 import token_service_pb2
 
@@ -229,10 +230,11 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
     keys = iter(admin.keys(tenant.org_id, sum(shares) + 1))
     probe(server.address, EXCHANGE, exchange_request(next(keys)), Answer.TOKEN, times=1)
     threads = max(1, options.connections // options.client_processes)
-    runs, ran_out = [], 0
+    runs, spent, ran_out = [], [], 0
     context.say(EXCHANGE_COLD)
     for index, (seconds, share) in enumerate(zip(durations, shares, strict=True)):
         requests = [exchange_request(next(keys)) for _ in range(share)]
+        before = server.usage()
         result = drive(
             server.address,
             EXCHANGE,
@@ -244,6 +246,7 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
         )
         if index:
             runs.append(result.run())
+            spent.append(ColdSpend.of(server.usage() - before, result.seconds))
             ran_out += result.exhausted
     run = median_run(runs)
     _record(context, EXCHANGE_COLD, Row("", server.workers, run, None))
@@ -253,6 +256,41 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
         f"{run.rps / cores:.1f}/s per core; argon2id verify alone (production profile, one core, "
         f"in the bench process): {one_core:.1f}/s{note}"
     )
+    context.results.lines.append(ColdSpend.median(spent).line(run.rps, one_core))
+
+
+@dataclass(frozen=True)
+class ColdSpend:
+    """Where the workers' CPU went during a cold-exchange run, in cores (CPU seconds a second)."""
+
+    argon2_cores: float
+    other_cores: float
+    argon2_ms: float  # CPU of one argon2id verification inside the workers
+
+    @classmethod
+    def of(cls, spent: Usage, seconds: float) -> ColdSpend:
+        """From what the workers spent over a run of ``seconds``."""
+        return cls(
+            spent.argon2_cpu_seconds / seconds,
+            (spent.cpu_seconds - spent.argon2_cpu_seconds) / seconds,
+            1000 * spent.argon2_cpu_seconds / spent.argon2_hashes if spent.argon2_hashes else math.nan,
+        )
+
+    @classmethod
+    def median(cls, runs: list[ColdSpend]) -> ColdSpend:
+        """Each figure's median over ``runs``."""
+        return cls(*(statistics.median(values) for values in zip(*(astuple(r) for r in runs), strict=True)))
+
+    def line(self, rps: float, one_core: float) -> str:
+        """The cores argon2id got, the rate per such core against argon2id's own, and the rest."""
+        per_core = rps / self.argon2_cores if self.argon2_cores else math.nan
+        return (
+            f"cold exchange, workers' CPU (median of runs): argon2id {self.argon2_cores:.2f} cores at "
+            f"{self.argon2_ms:.1f} ms a verification (alone: {1000 / one_core:.1f} ms), so "
+            f"{per_core:.1f} exchanges/s per core argon2id had ({per_core / one_core:.2f} of its own "
+            f"one-core rate); the workers' other threads {self.other_cores:.2f} cores; the Python "
+            f"clients share the same {usable_cores()} cores"
+        )
 
 
 def scaling_line(context: Context) -> None:

@@ -110,6 +110,9 @@ def test_two_workers_are_scraped_on_one_port(database_url: str, tmp_path: Path) 
     assert by(shown, "identity_argon2_capacity", "worker") == {(w,): 1 + 64 for w in workers}
     assert by(shown, "identity_argon2_in_use", "worker") == {(w,): 0 for w in workers}
     assert by(shown, "identity_argon2_refusals_total") == {(): 0}
+    # At least the new key's hash, and the platform key's verification in each worker.
+    assert by(shown, "identity_argon2_hashes_total")[()] >= 3
+    assert by(shown, "identity_argon2_cpu_seconds_total")[()] > 0
     lag = by(shown, "identity_changefeed_lag_seconds", "worker")
     assert set(lag) == {(w,) for w in workers} and all(0 <= seconds < 2 for seconds in lag.values())
     assert set(by(shown, "identity_changefeed_cursor", "worker").values()) != {0}

@@ -122,6 +122,29 @@ def test_the_argon2_pool_reports_its_use_and_its_refusals() -> None:
     pool.shutdown()
 
 
+class Busy:
+    """A hasher that spends ``cpu`` seconds of its thread's CPU, then ``idle`` seconds asleep."""
+
+    def __init__(self, cpu: float, idle: float) -> None:
+        self.cpu, self.idle = cpu, idle
+
+    def verify(self, _encoded: str | None, _secret: str) -> bool:
+        until = time.thread_time() + self.cpu
+        while time.thread_time() < until:
+            pass
+        time.sleep(self.idle)
+        return True
+
+
+def test_the_argon2_pool_counts_its_work_and_the_cpu_it_took_not_the_time_it_waited() -> None:
+    pool = BoundedHasher(Busy(cpu=0.1, idle=0.3), threads=1, queue=1)  # type: ignore[arg-type]
+    assert (pool.done, pool.cpu_seconds) == (0, 0.0)
+    assert pool.verify(None, "a") and pool.verify(None, "b")
+    assert pool.done == 2
+    assert 0.2 <= pool.cpu_seconds < 0.5  # 0.6 s asleep are not counted
+    pool.shutdown()
+
+
 def snapshot(calls: int, seconds: float, hits: int, cursor: int) -> WorkerSnapshot:
     buckets = [0] * (len(LATENCY_BOUNDS) + 1)
     buckets[0], buckets[-1] = calls - 1, 1
@@ -132,6 +155,8 @@ def snapshot(calls: int, seconds: float, hits: int, cursor: int) -> WorkerSnapsh
         argon2_threads=1,
         argon2_capacity=17,
         argon2_refused=2,
+        argon2_done=3,
+        argon2_cpu_seconds=1.25,
         changefeed_lag_seconds=0.1,
         changefeed_cursor=cursor,
     )
@@ -167,6 +192,8 @@ def test_counters_and_histograms_are_summed_over_workers_gauges_shown_per_live_w
         (("cache", "allows"), ("result", "miss")): 2,
     }
     assert shown["identity_argon2_refusals_total"] == {(): 4}
+    assert shown["identity_argon2_hashes_total"] == {(): 6}
+    assert shown["identity_argon2_cpu_seconds_total"] == {(): 2.5}
     assert shown["identity_changefeed_cursor"] == {(("worker", "0"),): 7}  # the gone worker has no gauges
     assert shown["identity_argon2_capacity"] == {(("worker", "0"),): 17}
     assert shown["identity_workers_reporting"] == {(): 1}

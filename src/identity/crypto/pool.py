@@ -10,6 +10,7 @@ buffers in a few malloc arenas instead of one per request thread, which bounds m
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -37,6 +38,8 @@ class BoundedHasher:
         self._admitting = threading.Lock()
         self._admitted = 0
         self._refused = 0
+        self._done = 0
+        self._cpu_seconds = 0.0
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
 
     @property
@@ -48,6 +51,16 @@ class BoundedHasher:
     def refused(self) -> int:
         """Hashes refused so far because the pool was full."""
         return self._refused
+
+    @property
+    def done(self) -> int:
+        """Hashes and verifications completed so far."""
+        return self._done
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time the pool's threads spent on them so far: what argon2id cost this process."""
+        return self._cpu_seconds
 
     def hash(self, secret: str) -> str:
         """The argon2id hash of ``secret``; RATE_LIMITED when the pool is full."""
@@ -69,7 +82,17 @@ class BoundedHasher:
                 raise pool_full()
             self._admitted += 1
         try:
-            return self._executor.submit(work, *args).result()
+            return self._executor.submit(self._timed, work, *args).result()
         finally:
             with self._admitting:
                 self._admitted -= 1
+
+    def _timed(self, work: Callable[..., T], *args: object) -> T:
+        started = time.thread_time()
+        try:
+            return work(*args)
+        finally:
+            spent = time.thread_time() - started
+            with self._admitting:
+                self._done += 1
+                self._cpu_seconds += spent

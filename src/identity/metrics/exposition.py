@@ -67,6 +67,16 @@ class SnapshotCollector(Collector):
             "argon2id hashes refused at once (RATE_LIMITED) because the pool and its queue were full.",
             value=sum(report.snapshot.argon2_refused for report in reports),
         )
+        yield CounterMetricFamily(
+            "identity_argon2_hashes",
+            "argon2id hashes and verifications completed.",
+            value=sum(report.snapshot.argon2_done for report in reports),
+        )
+        yield CounterMetricFamily(
+            "identity_argon2_cpu_seconds",
+            "CPU seconds the argon2 pool's threads spent hashing and verifying.",
+            value=sum(report.snapshot.argon2_cpu_seconds for report in reports),
+        )
         current = [report for report in reports if report.current]
         yield from _gauges(current)
         yield GaugeMetricFamily(

@@ -21,6 +21,8 @@ class WorkerSnapshot:
     argon2_threads: int
     argon2_capacity: int
     argon2_refused: int
+    argon2_done: int
+    argon2_cpu_seconds: float
     changefeed_lag_seconds: float
     changefeed_cursor: int
 
@@ -46,6 +48,8 @@ class Telemetry:
             argon2_threads=self._hasher.threads,
             argon2_capacity=self._hasher.capacity,
             argon2_refused=self._hasher.refused,
+            argon2_done=self._hasher.done,
+            argon2_cpu_seconds=self._hasher.cpu_seconds,
             changefeed_lag_seconds=self._feed.lag_seconds,
             changefeed_cursor=self._feed.cursor,
         )
