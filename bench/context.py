@@ -80,7 +80,10 @@ class Context:
         self._servers += 1
         log = self.scratch / f"identity-{self._servers}-w{workers.count}.log"
         with identity_server(database_url, workers, self.kek, log) as server:
-            self.say(f"identity serve --workers {workers} on {server.address} (pid {server.process.pid})")
+            flags = " --pin-workers" if workers.pinned else ""
+            self.say(
+                f"identity serve --workers {workers.count}{flags} on {server.address} (pid {server.process.pid})"
+            )
             yield server
 
     def server_logs(self) -> list[Path]:
