@@ -94,8 +94,13 @@ class Settings:
 
     @property
     def argon2_pool_threads(self) -> int:
-        """argon2id hashes one process runs at once: as set, else its share of the cores."""
-        return self.argon2_threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        """argon2id hashes one process runs at once: as set, else its share of the cores.
+
+        A pinned worker's share is its one core.
+        """
+        if self.argon2_threads:
+            return self.argon2_threads
+        return 1 if self.pin_workers else max(1, (os.cpu_count() or 1) // max(1, self.workers))
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the given fields changed; None values are ignored (flags not given)."""

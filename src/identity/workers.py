@@ -5,6 +5,7 @@ multiprocessing example does: each worker binds the same address with SO_REUSEPO
 kernel spreads connections across them. The parent supervises: it forwards SIGTERM and SIGINT
 to every worker and returns once all of them have drained and exited. It also serves the
 workers' metrics, gathered from each over a pipe at every scrape (see :mod:`identity.metrics.gather`).
+With ``--pin-workers`` each worker runs on a core of its own (see :mod:`identity.affinity`).
 """
 
 from __future__ import annotations

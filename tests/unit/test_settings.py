@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -75,3 +76,9 @@ def test_on_off_settings_take_true_or_false_words_and_refuse_others() -> None:
     with pytest.raises(SystemExit) as stopped:
         Settings.from_env({"IDENTITY_PIN_WORKERS": "sometimes"})
     assert str(stopped.value) == "IDENTITY_PIN_WORKERS must be true or false, got 'sometimes'"
+
+
+def test_a_pinned_worker_hashes_on_its_one_core_unless_told_otherwise() -> None:
+    assert Settings(workers=1, pin_workers=True).argon2_pool_threads == 1
+    assert Settings(workers=1, pin_workers=True, argon2_threads=3).argon2_pool_threads == 3
+    assert Settings(workers=1).argon2_pool_threads == max(1, os.cpu_count() or 1)
