@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from types import FrameType
 
 from identity.affinity import core_for, pin_process
+from identity.arenas import limit_malloc_arenas
 from identity.config import Settings
 from identity.logs import configure_logging
 from identity.metrics.exposition import WorkerReport, serve_metrics
@@ -37,6 +38,7 @@ def serve_forever(settings: Settings, *, reuse_port: bool, parent: Connection | 
 
     A worker answers its ``parent``'s requests for metrics; a server on its own serves them.
     """
+    limit_malloc_arenas()  # before the server starts its threads
     server, port = build_server(settings, reuse_port=reuse_port)
     stop_metrics: Callable[[], None] | None = None
     if parent is not None:
