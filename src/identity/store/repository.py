@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -47,6 +47,13 @@ CHANGE_LOG_LOCK = 0x1DE_C4A6
 CHANGE_CHANNEL = "identity_changes"
 _KEY_EVENT_TYPES = tuple(t.value for t in KeyEventType)
 _AUDIT_TABLE = cast(Table, AuditEventRow.__table__)
+_KEYS_TABLE = cast(Table, ApiKeyRow.__table__)
+# One statement for a whole batch of last-use times, run as executemany (Core: no ORM per key).
+_TOUCH_KEY = (
+    update(_KEYS_TABLE)
+    .where(_KEYS_TABLE.c.id == bindparam("touched_id"))
+    .values(last_used_time=bindparam("touched_at"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +245,10 @@ class Repository:
 
     def touch_keys(self, used: dict[str, datetime]) -> None:
         """Record when keys were last used (deleted keys are skipped silently)."""
-        for key_id, when in used.items():
-            self.session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(last_used_time=when))
+        if used:
+            self.session.execute(
+                _TOUCH_KEY, [{"touched_id": key_id, "touched_at": when} for key_id, when in used.items()]
+            )
 
     def lookup_of(self, key_id: str) -> str:
         """A key's lookup handle (kept across rotations)."""
