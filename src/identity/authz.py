@@ -20,7 +20,7 @@ from identity.crypto.hashing import Hasher
 from identity.domain.decisions import CredentialFacts, credential_denial, permission_denial
 from identity.domain.errors import IdentityError, Reason
 from identity.domain.model import Caller, KeyState, Origin
-from identity.store.repository import KeySecrets
+from identity.store.rows import KeySecrets
 from identity.throttle import AttemptThrottle
 from identity.tokens import LEEWAY_SECONDS, TokenClaims, TokenCodec, invalid_token, looks_like_jwt
 

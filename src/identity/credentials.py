@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from identity.cache.states import KeyStateCache, LiveKey
 from identity.store.database import Database
-from identity.store.repository import KeySecrets, Repository
+from identity.store.lookups import credential_by_lookup
+from identity.store.repository import Repository
+from identity.store.rows import KeySecrets
 from identity.store.tokens import TokenRepository
 
 
@@ -39,8 +41,8 @@ class CredentialStore:
     def by_lookup(self, lookup: str) -> tuple[LiveKey, KeySecrets] | None:
         """The key with this lookup handle and the hashes a presented secret may match (one read)."""
         generation = self._cache.generation
-        with self._db.read() as session:
-            found = Repository(session).credential_by_lookup(lookup)
+        with self._db.read_once() as connection:
+            found = credential_by_lookup(connection, lookup)
         if found is None:
             return None
         key, secrets, org, principal = found

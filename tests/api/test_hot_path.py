@@ -15,15 +15,17 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
+from identity import credentials
 from identity.changefeed import POLL_SECONDS
 from identity.checks import DecisionEngine
 from identity.crypto import apikeys
 from identity.crypto.hashing import SecretHasher
 from identity.domain.errors import unavailable
 from identity.domain.model import KeyKind
+from identity.store import lookups
 from identity.store.database import Database
-from identity.store.repository import Repository
 from identity.v1 import (
     audit_service_pb2,
     authorization_service_pb2,
@@ -130,17 +132,16 @@ def test_warm_credentials_touch_neither_argon2_nor_the_database(
 
 def test_a_fill_that_raced_a_revocation_is_not_kept(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     created = tenant.key()
-    read = Repository.credential_by_lookup
     raced: list[bool] = []
 
-    def read_then_revoke(self: Repository, lookup: str) -> Any:
-        found = read(self, lookup)
+    def read_then_revoke(connection: Connection, lookup: str) -> Any:
+        found = lookups.credential_by_lookup(connection, lookup)
         if not raced:  # the revocation commits (and is applied) after this read, before the fill
             raced.append(True)
             tenant.revoke(created.key.id)
         return found
 
-    monkeypatch.setattr(Repository, "credential_by_lookup", read_then_revoke)
+    monkeypatch.setattr(credentials, "credential_by_lookup", read_then_revoke)
     # The racing check saw the key before the revocation: allowing it is linearizable...
     assert tenant.check(created.api_key).allowed and raced
     # ...but what it read must not outlive the revocation: every later answer is REVOKED.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -11,7 +10,6 @@ from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
-from identity.crypto.apikeys import display_prefix
 from identity.domain.model import (
     AuditEvent,
     AuditOutcome,
@@ -21,10 +19,8 @@ from identity.domain.model import (
     KeyEvent,
     KeyEventType,
     KeyKind,
-    KeyPolicy,
     KeyState,
     Organization,
-    OrganizationState,
     Principal,
     PrincipalKind,
     PrincipalState,
@@ -39,6 +35,7 @@ from identity.store.models import (
     OrganizationRow,
     PrincipalRow,
 )
+from identity.store.rows import KeySecrets, key_of, organization_of, principal_of, secrets_of
 
 # PostgreSQL: change-log writers take this transaction lock before they draw a cursor, so cursors
 # commit in the order they were drawn and a reader following the log never skips one.
@@ -54,19 +51,6 @@ _TOUCH_KEY = (
     .where(_KEYS_TABLE.c.id == bindparam("touched_id"))
     .values(last_used_time=bindparam("touched_at"))
 )
-
-
-@dataclass(frozen=True, slots=True)
-class KeySecrets:
-    """The hashes a presented secret may match: current, and previous during a rotation grace.
-
-    ``version`` counts rotations; tokens carry the version of the secret that minted them.
-    """
-
-    secret_hash: str
-    previous_secret_hash: str | None
-    previous_secret_expire_time: datetime | None
-    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +88,21 @@ class Repository:
     def get_organization(self, org_id: str) -> Organization | None:
         """One organization, or None."""
         row = self.session.get(OrganizationRow, org_id)
-        return _org(row) if row else None
+        return organization_of(row) if row else None
 
     def platform_organization(self) -> Organization | None:
         """The platform organization created by ``identity bootstrap``, or None."""
         row = self.session.scalars(select(OrganizationRow).where(OrganizationRow.is_platform)).first()
-        return _org(row) if row else None
+        return organization_of(row) if row else None
 
     def list_organizations(self, only_id: str | None, after_id: str, limit: int) -> list[Organization]:
         """Organizations in id (creation) order after ``after_id``; ``only_id`` narrows to one."""
         query = select(OrganizationRow).where(OrganizationRow.id > after_id)
         if only_id is not None:
             query = query.where(OrganizationRow.id == only_id)
-        return [_org(r) for r in self.session.scalars(query.order_by(OrganizationRow.id).limit(limit))]
+        return [
+            organization_of(r) for r in self.session.scalars(query.order_by(OrganizationRow.id).limit(limit))
+        ]
 
     # Principals
 
@@ -145,7 +131,7 @@ class Repository:
         if lock:
             query = query.with_for_update()
         row = self.session.scalars(query).first()
-        return _principal(row) if row else None
+        return principal_of(row) if row else None
 
     def password_hash(self, principal_id: str) -> str | None:
         """A service account's password hash, or None (no such principal, or no password)."""
@@ -177,7 +163,7 @@ class Repository:
         if state is not None:
             query = query.where(PrincipalRow.state == state.value)
         query = query.order_by(PrincipalRow.create_time, PrincipalRow.id).limit(limit)
-        return [_principal(r) for r in self.session.scalars(query)]
+        return [principal_of(r) for r in self.session.scalars(query)]
 
     # Keys
 
@@ -223,25 +209,12 @@ class Repository:
         if lock:
             query = query.with_for_update()
         row = self.session.scalars(query).first()
-        return _key(row) if row else None
-
-    def credential_by_lookup(self, lookup: str) -> tuple[Key, KeySecrets, Organization, Principal] | None:
-        """Everything a key check needs, in one indexed, joined read (the same work found or not)."""
-        row = self.session.execute(
-            select(ApiKeyRow, OrganizationRow, PrincipalRow)
-            .join(OrganizationRow, OrganizationRow.id == ApiKeyRow.org_id)
-            .join(PrincipalRow, PrincipalRow.id == ApiKeyRow.principal_id)
-            .where(ApiKeyRow.lookup == lookup)
-        ).first()
-        if row is None:
-            return None
-        key_row, org_row, principal_row = row
-        return _key(key_row), _secrets(key_row), _org(org_row), _principal(principal_row)
+        return key_of(row) if row else None
 
     def key_with_secrets(self, key_id: str) -> tuple[Key, KeySecrets] | None:
         """A key by id with its secret hashes and version."""
         row = self.session.get(ApiKeyRow, key_id)
-        return (_key(row), _secrets(row)) if row else None
+        return (key_of(row), secrets_of(row)) if row else None
 
     def touch_keys(self, used: dict[str, datetime]) -> None:
         """Record when keys were last used (deleted keys are skipped silently)."""
@@ -277,7 +250,7 @@ class Repository:
             query = query.where(ApiKeyRow.revoke_time.is_not(None))
         elif state is KeyState.EXPIRED:
             query = query.where(ApiKeyRow.revoke_time.is_(None), ApiKeyRow.expire_time <= now)
-        return [_key(r) for r in self.session.scalars(query.order_by(ApiKeyRow.id).limit(limit))]
+        return [key_of(r) for r in self.session.scalars(query.order_by(ApiKeyRow.id).limit(limit))]
 
     def expiring_keys(
         self, org_id: str, now: datetime, until: datetime, after: tuple[datetime, str] | None, limit: int
@@ -288,7 +261,7 @@ class Repository:
         )
         query = _after(query, ApiKeyRow.expire_time, ApiKeyRow.id, after)
         query = query.order_by(ApiKeyRow.expire_time, ApiKeyRow.id).limit(limit)
-        return [_key(r) for r in self.session.scalars(query)]
+        return [key_of(r) for r in self.session.scalars(query)]
 
     # Idempotency of CreateKey
 
@@ -449,12 +422,6 @@ def _after(
     return query.where(or_(time_column > mark_time, (time_column == mark_time) & (id_column > mark_id)))
 
 
-def _secrets(row: ApiKeyRow) -> KeySecrets:
-    return KeySecrets(
-        row.secret_hash, row.previous_secret_hash, row.previous_secret_expire_time, row.secret_version
-    )
-
-
 def _active(query: Select[Any], now: datetime) -> Select[Any]:
     return query.where(
         ApiKeyRow.revoke_time.is_(None), or_(ApiKeyRow.expire_time.is_(None), ApiKeyRow.expire_time > now)
@@ -476,43 +443,12 @@ def _org_fields(org: Organization) -> dict[str, Any]:
     }
 
 
-def _org(row: OrganizationRow) -> Organization:
-    return Organization(
-        id=row.id,
-        display_name=row.display_name,
-        state=OrganizationState(row.state),
-        key_policy=KeyPolicy(
-            max_keys_per_user=row.max_keys_per_user,
-            max_keys_per_service_account=row.max_keys_per_service_account,
-            max_expiry_days=row.max_expiry_days,
-            default_expiry_days=row.default_expiry_days,
-            require_expiry=row.require_expiry,
-        ),
-        create_time=row.create_time,
-        update_time=row.update_time,
-        is_platform=row.is_platform,
-    )
-
-
 def _principal_fields(principal: Principal) -> dict[str, Any]:
     return {
         "display_name": principal.display_name,
         "state": principal.state.value,
         "update_time": principal.update_time,
     }
-
-
-def _principal(row: PrincipalRow) -> Principal:
-    return Principal(
-        id=row.id,
-        org_id=row.org_id,
-        kind=PrincipalKind(row.kind),
-        display_name=row.display_name,
-        state=PrincipalState(row.state),
-        create_time=row.create_time,
-        update_time=row.update_time,
-        has_password=row.password_hash is not None,
-    )
 
 
 def _key_fields(key: Key) -> dict[str, Any]:
@@ -528,33 +464,6 @@ def _key_fields(key: Key) -> dict[str, Any]:
         "revoke_time": key.revoke_time,
         "revoke_reason": key.revoke_reason,
     }
-
-
-def _key(row: ApiKeyRow) -> Key:
-    # Ids that many keys share are interned: a replica may cache a key state per key.
-    return Key(
-        id=row.id,
-        org_id=sys.intern(row.org_id),
-        principal_id=sys.intern(row.principal_id),
-        display_name=row.display_name,
-        description=row.description,
-        kind=KeyKind(row.kind),
-        environment=sys.intern(row.environment),
-        prefix=display_prefix(KeyKind(row.kind), row.environment, row.lookup),
-        last4=row.last4,
-        scopes=tuple(row.scopes),
-        resources=tuple(ResourceRef(t, i) for t, i in row.resources),
-        allowed_cidrs=tuple(row.allowed_cidrs),
-        require_key_id=row.require_key_id,
-        create_time=row.create_time,
-        update_time=row.update_time,
-        expire_time=row.expire_time,
-        created_by=sys.intern(row.created_by),
-        revoke_time=row.revoke_time,
-        revoke_reason=row.revoke_reason,
-        last_used_time=row.last_used_time,
-        previous_secret_expire_time=row.previous_secret_expire_time,
-    )
 
 
 _KEY_TIMES = (

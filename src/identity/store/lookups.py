@@ -1,0 +1,58 @@
+"""The read of a key presented for the first time: one Core statement, no ORM session, no transaction.
+
+That read comes just before the key's argon2id verification, often on a thread whose CPU caches
+another verification's 19 MiB have just flushed. There, the ORM's session and entity loading cost
+about 1 ms a read; this costs under half as much, and on PostgreSQL it is one round trip, not three.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select
+from sqlalchemy.engine import Connection, RowMapping
+
+from identity.domain.model import Key, Organization, Principal
+from identity.store.models import ApiKeyRow, OrganizationRow, PrincipalRow
+from identity.store.rows import KeySecrets, key_of, organization_of, principal_of, secrets_of
+
+_KEYS, _ORGS, _PRINCIPALS = (cast(Table, row.__table__) for row in (ApiKeyRow, OrganizationRow, PrincipalRow))
+# Each table's (column name, label in the joined row) pairs: the three tables share column names.
+_LABELS = {
+    table.name: [(column.name, f"{table.name}_{column.name}") for column in table.columns]
+    for table in (_KEYS, _ORGS, _PRINCIPALS)
+}
+_BY_LOOKUP = (
+    select(
+        *(
+            column.label(f"{table.name}_{column.name}")
+            for table in (_KEYS, _ORGS, _PRINCIPALS)
+            for column in table.columns
+        )
+    )
+    .join_from(_KEYS, _ORGS, _ORGS.c.id == _KEYS.c.org_id)
+    .join(_PRINCIPALS, _PRINCIPALS.c.id == _KEYS.c.principal_id)
+    .where(_KEYS.c.lookup == bindparam("lookup"))
+)
+
+
+def credential_by_lookup(
+    connection: Connection, lookup: str
+) -> tuple[Key, KeySecrets, Organization, Principal] | None:
+    """Everything a key check needs, by the key's lookup handle, in one indexed, joined read."""
+    row = connection.execute(_BY_LOOKUP, {"lookup": lookup}).mappings().first()
+    if row is None:
+        return None
+    key = cast(ApiKeyRow, _columns(row, _KEYS))
+    return (
+        key_of(key),
+        secrets_of(key),
+        organization_of(cast(OrganizationRow, _columns(row, _ORGS))),
+        principal_of(cast(PrincipalRow, _columns(row, _PRINCIPALS))),
+    )
+
+
+def _columns(row: RowMapping, table: Table) -> Any:
+    # One table's part of the joined row, read by attribute as rows.py reads an ORM row.
+    return SimpleNamespace(**{name: row[label] for name, label in _LABELS[table.name]})
