@@ -35,10 +35,9 @@ def free_port() -> int:
 
 
 def bootstrapped(database_url: str) -> IssuedKey:
-    """Migrate and bootstrap the database a server is about to serve; the platform key."""
+    """Bootstrap the (migrated) database a server is about to serve; the platform key."""
     db = Database(database_url)
     try:
-        db.migrate()
         return bootstrap(db, SecretHasher(TEST_ARGON2))
     finally:
         db.dispose()

@@ -210,7 +210,6 @@ def test_a_server_killed_mid_burst_leaves_every_change_whole(database_url: str, 
     """Twelve writers change keys until the server is SIGKILLed with changes in flight; then the
     database, read directly, and a restarted server must agree with every acknowledged answer."""
     db = Database(database_url)
-    db.migrate()
     platform = bootstrap(db, SecretHasher(TEST_ARGON2))
     platform_key = platform.api_key
     db.dispose()

@@ -182,7 +182,6 @@ async def drive(
 def test_ten_thousand_mixed_calls(database_url: str, tmp_path: Path) -> None:
     """Every answer is one its client expected, and the drained server's database agrees with them."""
     db = Database(database_url)
-    db.migrate()
     platform_key = bootstrap(db, SecretHasher(TEST_ARGON2)).api_key
     db.dispose()
     env = {"IDENTITY_ARGON2_QUEUE": str(CONCURRENCY)}

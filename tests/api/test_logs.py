@@ -39,7 +39,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One allowed and one refused WhoAmI, an exchange and a Check of its token, on a fresh server."""
     metrics = f"127.0.0.1:{free_port()}"
-    with fresh_database("sqlite", tmp_path_factory) as url:
+    with fresh_database("sqlite", tmp_path_factory, migrated=True) as url:
         platform = bootstrapped(url)
         wrong_key = mistyped(platform.api_key)
         log_path = tmp_path_factory.mktemp("logs") / "serve.log"

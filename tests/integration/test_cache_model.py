@@ -304,7 +304,6 @@ def world(database_url: str, settings: Settings) -> Iterator[World]:
         for index in range(2):
             server, port = build_server(settings)
             if index == 0:
-                server.db.migrate()
                 platform_key = bootstrap(server.db, SecretHasher(settings.argon2)).api_key
             server.start()
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
