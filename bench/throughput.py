@@ -262,7 +262,7 @@ def exchange_cold(context: Context, server: IdentityProcess, admin: Admin, tenan
         f"once, just before each run: {reference:.1f}/s ({reference / cores:.1f}/s per core), so the "
         f"exchange ran at {run.rps / reference:.2f} of argon2id's own rate{note}"
     )
-    context.results.lines.append(ColdSpend.median(spent).line(usable_cores()))
+    context.results.lines.append(ColdSpend.median(spent).line())
 
 
 @dataclass(frozen=True)
@@ -290,14 +290,14 @@ class ColdSpend:
         """Each figure's median over ``runs``."""
         return cls(*(statistics.median(values) for values in zip(*(astuple(r) for r in runs), strict=True)))
 
-    def line(self, machine_cores: int) -> str:
+    def line(self) -> str:
         """The cores argon2id got and its share of the workers' CPU; what the rest of an exchange cost."""
         share = self.argon2_cores / (self.argon2_cores + self.other_cores)
         return (
             f"cold exchange, workers' CPU (median of runs): argon2id {self.argon2_cores:.2f} cores, "
             f"{self.argon2_ms:.1f} ms a verification; everything else {self.other_cores:.2f} cores, "
             f"{self.other_ms:.1f} ms an exchange; argon2id's share {share:.2f}; the Python clients "
-            f"share the same {machine_cores} cores"
+            f"share the same {usable_cores()} cores"
         )
 
 
