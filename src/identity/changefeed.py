@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from identity.cache.states import KeyStateCache
 from identity.domain.errors import IdentityError
 from identity.store.database import Database
+from identity.store.lookups import changes_after
 from identity.store.notifications import ChangeWaiter
 from identity.store.repository import Repository
 from identity.store.tokens import TokenRepository
@@ -101,8 +102,8 @@ class ChangeFeed:
             self._start_following()
         while True:
             started = time.monotonic()
-            with self._db.read() as session:
-                changes = Repository(session).changes_after(self.cursor, BATCH)
+            with self._db.read_once() as connection:
+                changes = changes_after(connection, self.cursor, BATCH)
             caught_up = len(changes) < BATCH
             # Trust the cache as of this read only when it saw the end of the log.
             self._cache.apply(changes, started if caught_up else None)

@@ -305,8 +305,8 @@ def test_a_stale_cache_fails_closed_then_recovers(tenant: Tenant, monkeypatch: p
     def database_down(self: Database) -> Any:
         raise unavailable()
 
-    monkeypatch.setattr(Database, "read", database_down)
-    monkeypatch.setattr(Database, "write", database_down)
+    for opening in ("read", "read_once", "write"):
+        monkeypatch.setattr(Database, opening, database_down)
     time.sleep(POLL_SECONDS * 2)  # the feed's next catch-up fails: the cache stops answering
     expect_error(lambda: tenant.check(created.api_key), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
     expect_error(lambda: tenant.check(token), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")

@@ -17,6 +17,7 @@ from identity.changefeed import ChangeFeed
 from identity.domain.model import Change, ChangeSubject, KeyPolicy, Organization, OrganizationState
 from identity.ids import new_id
 from identity.store.database import Database
+from identity.store.lookups import changes_after
 from identity.store.notifications import ChangeWaiter, Listener, Sleeper
 from identity.store.repository import Repository
 
@@ -123,8 +124,8 @@ def test_concurrent_writers_never_make_a_follower_skip_a_change(
             thread.start()
         for thread in writers:
             thread.join()
-        with db.read() as session:
-            logged = [c.cursor for c in Repository(session).changes_after(start, 1000)]
+        with db.read_once() as connection:
+            logged = [c.cursor for c in changes_after(connection, start, 1000)]
         seconds_until_applied(feed, logged[-1], 5)
         applied = cache.cursors
     assert len(logged) == 100

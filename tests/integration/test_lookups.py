@@ -1,14 +1,17 @@
-"""The cold path's single-statement read of a key by its lookup handle, on both databases."""
+"""The single-statement reads beside the hot path (a key by its lookup handle, the change log), on both databases."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from identity.app.bootstrap import bootstrap
 from identity.crypto.hashing import SecretHasher
+from identity.domain.model import ChangeSubject
 from identity.store.database import Database
-from identity.store.lookups import credential_by_lookup
+from identity.store.lookups import changes_after, credential_by_lookup
 from identity.store.repository import Repository
 
 
@@ -34,10 +37,8 @@ def test_an_unknown_lookup_handle_finds_nothing(db: Database, hasher: SecretHash
         assert credential_by_lookup(connection, "0" * 16) is None
 
 
-def test_the_read_is_one_statement_outside_a_transaction(db: Database, hasher: SecretHasher) -> None:
-    issued = bootstrap(db, hasher)
-    with db.read() as session:
-        lookup = Repository(session).lookup_of(issued.key.id)
+def statements_sent(db: Database, read: Callable[[Connection], object]) -> list[str]:
+    """What ``read`` sends to the database, each statement's first word, noting a transaction."""
     sent: list[str] = []
 
     def record(connection: Connection, _cursor: object, statement: str, *_rest: object) -> None:
@@ -49,7 +50,37 @@ def test_the_read_is_one_statement_outside_a_transaction(db: Database, hasher: S
     event.listen(db.engine, "before_cursor_execute", record)
     try:
         with db.read_once() as connection:
-            assert credential_by_lookup(connection, lookup) is not None
+            read(connection)
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
-    assert sent == ["SELECT"]
+    return sent
+
+
+def test_the_read_is_one_statement_outside_a_transaction(db: Database, hasher: SecretHasher) -> None:
+    issued = bootstrap(db, hasher)
+    with db.read() as session:
+        lookup = Repository(session).lookup_of(issued.key.id)
+    assert statements_sent(db, lambda connection: credential_by_lookup(connection, lookup)) == ["SELECT"]
+
+
+def test_the_change_log_poll_is_one_statement_outside_a_transaction(
+    db: Database, hasher: SecretHasher
+) -> None:
+    bootstrap(db, hasher)
+    assert statements_sent(db, lambda connection: changes_after(connection, 0, 500)) == ["SELECT"]
+
+
+def test_the_change_log_reads_every_change_after_the_cursor_in_order(
+    db: Database, hasher: SecretHasher
+) -> None:
+    issued = bootstrap(db, hasher)
+    with db.read_once() as connection:
+        logged = changes_after(connection, 0, 500)
+    assert logged, "bootstrap logs the platform key's creation"
+    cursors = [change.cursor for change in logged]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+    assert (logged[-1].subject, logged[-1].subject_id) == (ChangeSubject.KEY, issued.key.id)
+    with db.read_once() as connection:
+        assert changes_after(connection, cursors[0], 500) == logged[1:]
+        assert changes_after(connection, cursors[-1], 500) == []
+        assert changes_after(connection, 0, 1) == logged[:1]

@@ -1,8 +1,12 @@
-"""The read of a key presented for the first time: one Core statement, no ORM session, no transaction.
+"""Reads that run all the time beside the hot path: one Core statement each, no ORM session, no transaction.
 
-That read comes just before the key's argon2id verification, often on a thread whose CPU caches
-another verification's 19 MiB have just flushed. There, the ORM's session and entity loading cost
-about 1 ms a read; this costs under half as much, and on PostgreSQL it is one round trip, not three.
+- The read of a key presented for the first time comes just before the key's argon2id
+  verification, often on a thread whose CPU caches another verification's 19 MiB have just
+  flushed. There, the ORM's session and entity loading cost about 1 ms a read; this costs under
+  half as much, and on PostgreSQL it is one round trip, not three.
+- The change log is polled five times a second by every process, and the poll holds the GIL, so
+  the event loop answering warm calls waits while it runs: as an ORM session's read it cost about
+  0.5 ms of CPU on SQLite and 1 ms on PostgreSQL, this 0.14 and 0.5 ms.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.engine import Connection, RowMapping
 
-from identity.domain.model import Key, Organization, Principal
-from identity.store.models import ApiKeyRow, OrganizationRow, PrincipalRow
-from identity.store.rows import KeySecrets, key_of, organization_of, principal_of, secrets_of
+from identity.domain.model import Change, Key, Organization, Principal
+from identity.store.models import ApiKeyRow, KeyChangeRow, OrganizationRow, PrincipalRow
+from identity.store.rows import KeySecrets, change_of, key_of, organization_of, principal_of, secrets_of
 
-_KEYS, _ORGS, _PRINCIPALS = (cast(Table, row.__table__) for row in (ApiKeyRow, OrganizationRow, PrincipalRow))
+_KEYS, _ORGS, _PRINCIPALS, _CHANGES = (
+    cast(Table, row.__table__) for row in (ApiKeyRow, OrganizationRow, PrincipalRow, KeyChangeRow)
+)
 # Each table's (column name, label in the joined row) pairs: the three tables share column names.
 _LABELS = {
     table.name: [(column.name, f"{table.name}_{column.name}") for column in table.columns]
@@ -35,6 +41,12 @@ _BY_LOOKUP = (
     .join(_PRINCIPALS, _PRINCIPALS.c.id == _KEYS.c.principal_id)
     .where(_KEYS.c.lookup == bindparam("lookup"))
 )
+_CHANGES_AFTER = (
+    select(_CHANGES.c.cursor, _CHANGES.c.type, _CHANGES.c.key_id, _CHANGES.c.snapshot)
+    .where(_CHANGES.c.cursor > bindparam("cursor"))
+    .order_by(_CHANGES.c.cursor)
+    .limit(bindparam("limit"))
+)
 
 
 def credential_by_lookup(
@@ -51,6 +63,11 @@ def credential_by_lookup(
         organization_of(cast(OrganizationRow, _columns(row, _ORGS))),
         principal_of(cast(PrincipalRow, _columns(row, _PRINCIPALS))),
     )
+
+
+def changes_after(connection: Connection, cursor: int, limit: int) -> list[Change]:
+    """Every change after ``cursor`` across organizations, in cursor order, as caches see them."""
+    return [change_of(*row) for row in connection.execute(_CHANGES_AFTER, {"cursor": cursor, "limit": limit})]
 
 
 def _columns(row: RowMapping, table: Table) -> Any:

@@ -13,7 +13,6 @@ from sqlalchemy.sql import Select
 from identity.domain.model import (
     AuditEvent,
     AuditOutcome,
-    Change,
     ChangeSubject,
     Key,
     KeyEvent,
@@ -35,14 +34,13 @@ from identity.store.models import (
     OrganizationRow,
     PrincipalRow,
 )
-from identity.store.rows import KeySecrets, key_of, organization_of, principal_of, secrets_of
+from identity.store.rows import KEY_EVENT_TYPES, KeySecrets, key_of, organization_of, principal_of, secrets_of
 
 # PostgreSQL: change-log writers take this transaction lock before they draw a cursor, so cursors
 # commit in the order they were drawn and a reader following the log never skips one.
 CHANGE_LOG_LOCK = 0x1DE_C4A6
 # PostgreSQL: committed change-log writes notify this channel, waking followers early.
 CHANGE_CHANNEL = "identity_changes"
-_KEY_EVENT_TYPES = tuple(t.value for t in KeyEventType)
 _AUDIT_TABLE = cast(Table, AuditEventRow.__table__)
 _KEYS_TABLE = cast(Table, ApiKeyRow.__table__)
 # One statement for a whole batch of last-use times, run as executemany (Core: no ORM per key).
@@ -302,7 +300,7 @@ class Repository:
             .where(
                 KeyChangeRow.org_id == org_id,
                 KeyChangeRow.cursor > cursor,
-                KeyChangeRow.type.in_(_KEY_EVENT_TYPES),
+                KeyChangeRow.type.in_(KEY_EVENT_TYPES),
             )
             .order_by(KeyChangeRow.cursor)
             .limit(limit)
@@ -311,16 +309,6 @@ class Repository:
             KeyEvent(r.cursor, KeyEventType(r.type), key_from_json(r.snapshot), r.time)
             for r in self.session.scalars(query)
         ]
-
-    def changes_after(self, cursor: int, limit: int) -> list[Change]:
-        """Every change after ``cursor`` across organizations, in cursor order, as caches see them."""
-        query = (
-            select(KeyChangeRow.cursor, KeyChangeRow.type, KeyChangeRow.key_id, KeyChangeRow.snapshot)
-            .where(KeyChangeRow.cursor > cursor)
-            .order_by(KeyChangeRow.cursor)
-            .limit(limit)
-        )
-        return [_change(*row) for row in self.session.execute(query)]
 
     def head_cursor(self) -> int:
         """The newest cursor of the change log (0 when it is empty)."""
@@ -377,14 +365,6 @@ def log_change(
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGE_CHANNEL})
     session.add(KeyChangeRow(org_id=org_id, key_id=key_id, type=change_type, time=now, snapshot=snapshot))
     note_change(session)
-
-
-def _change(cursor: int, change_type: str, key_id: str, snapshot: dict[str, Any]) -> Change:
-    if change_type in _KEY_EVENT_TYPES:
-        return Change(cursor, ChangeSubject.KEY, key_id)
-    subject = ChangeSubject(change_type)
-    expires = snapshot.get("expire_time")
-    return Change(cursor, subject, snapshot["id"], datetime.fromisoformat(expires) if expires else None)
 
 
 def _text(value: str) -> str:

@@ -1,4 +1,4 @@
-"""Domain objects from database rows: keys, their secret hashes, organizations, principals.
+"""Domain objects from database rows: keys, their secret hashes, organizations, principals, changes.
 
 A row is read by attribute, as an ORM object gives it; :mod:`identity.store.lookups` passes a
 view of a Core row with the same attributes.
@@ -9,10 +9,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from identity.crypto.apikeys import display_prefix
 from identity.domain.model import (
+    Change,
+    ChangeSubject,
     Key,
+    KeyEventType,
     KeyKind,
     KeyPolicy,
     Organization,
@@ -23,6 +27,9 @@ from identity.domain.model import (
     ResourceRef,
 )
 from identity.store.models import ApiKeyRow, OrganizationRow, PrincipalRow
+
+# The change log's types that are key events; the others name a ChangeSubject.
+KEY_EVENT_TYPES = tuple(t.value for t in KeyEventType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +111,12 @@ def key_of(row: ApiKeyRow) -> Key:
         last_used_time=row.last_used_time,
         previous_secret_expire_time=row.previous_secret_expire_time,
     )
+
+
+def change_of(cursor: int, change_type: str, key_id: str, snapshot: dict[str, Any]) -> Change:
+    """A change log row as caches see it: what changed, and until when a revoked token matters."""
+    if change_type in KEY_EVENT_TYPES:
+        return Change(cursor, ChangeSubject.KEY, key_id)
+    subject = ChangeSubject(change_type)
+    expires = snapshot.get("expire_time")
+    return Change(cursor, subject, snapshot["id"], datetime.fromisoformat(expires) if expires else None)
