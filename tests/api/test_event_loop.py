@@ -16,6 +16,7 @@ import pytest
 from identity.app.tokens import TokenExchange
 from identity.checks import DecisionEngine
 from identity.services.keys import WATCH_POLL_SECONDS
+from identity.services.loop import CallContext
 from identity.v1 import (
     audit_service_pb2,
     authorization_service_pb2,
@@ -150,3 +151,47 @@ def test_a_watch_the_client_leaves_ends_and_frees_its_request_thread(tenant: Ten
         stream.cancel()
     assert watchers_become(0)
     assert tenant.check(tenant.key().api_key).allowed  # the threads serve other calls again
+
+
+class _CallReads:
+    """Stands in front of grpcio's asyncio call: notes the thread of every read, then reads."""
+
+    def __init__(self, call: Any, threads: list[str]) -> None:
+        self._call = call
+        self._threads = threads
+
+    def peer(self) -> Any:
+        self._threads.append(threading.current_thread().name)
+        return self._call.peer()
+
+    def invocation_metadata(self) -> Any:
+        self._threads.append(threading.current_thread().name)
+        return self._call.invocation_metadata()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+
+def test_grpcios_call_is_read_on_the_loop_only(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read on a request thread while the loop finished it, a call's peer crashed the process."""
+    threads: list[str] = []
+    adopt = CallContext.__init__
+
+    def reads_noted(self: CallContext, call: Any) -> None:
+        adopt(self, _CallReads(call, threads))
+
+    monkeypatch.setattr(CallContext, "__init__", reads_noted)
+    created = tenant.key()  # an admin call: a request thread from the start
+    assert tenant.exchange(created.api_key).access_token  # cold: again on a request thread
+    assert tenant.check(tenant.key().api_key).allowed  # cold
+    assert tenant.check(created.api_key).allowed  # warm: on the loop
+    watch = tenant.admin.keys.WatchKeyEvents(
+        key_service_pb2.WatchKeyEventsRequest(org_id=tenant.org_id),
+        metadata=tenant.admin.metadata,
+        timeout=30,
+    )
+    assert next(watch).event.type == key_service_pb2.KEY_EVENT_TYPE_CREATED  # a stream's steps: threads
+    watch.cancel()
+    assert threads and set(threads) == {LOOP_THREAD}, threads
+    calls = 6  # two CreateKey, an exchange, two Checks, a watch: each read its peer and metadata once at most
+    assert len(threads) <= 2 * calls

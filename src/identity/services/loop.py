@@ -42,23 +42,38 @@ class _Status(grpc.Status):  # type: ignore[misc]
 class CallContext:
     """The parts of grpcio's synchronous ``ServicerContext`` the handlers use, over an asyncio call.
 
-    Safe on any thread: it reads the call, and ends it only by raising :class:`Refusal`.
+    grpcio's call may be read on the event loop's thread only: read from a request thread while
+    the loop finishes it (its client gone), it crashed the process (a segmentation fault in
+    ``grpc_call_get_peer``). So on the loop the peer and metadata are read on first use (a warm
+    Check needs neither), and :meth:`detach` reads them there before the call goes to a request
+    thread, which then sees only those copies. The call is ended only by raising :class:`Refusal`.
     """
 
-    __slots__ = ("_call", "_over")
+    __slots__ = ("_call", "_metadata", "_over", "_peer")
 
     def __init__(self, call: grpc.aio.ServicerContext) -> None:
         """Stand for ``call``."""
         self._call = call
         self._over = False
+        self._peer: str | None = None
+        self._metadata: Any = None
 
     def peer(self) -> str:
         """The caller's address, as grpcio names it (``ipv4:127.0.0.1:5000``)."""
-        return str(self._call.peer())
+        if self._peer is None:
+            self._peer = str(self._call.peer())
+        return self._peer
 
     def invocation_metadata(self) -> Any:
         """The call's metadata: (key, value) pairs."""
-        return self._call.invocation_metadata()
+        if self._metadata is None:
+            self._metadata = self._call.invocation_metadata()
+        return self._metadata
+
+    def detach(self) -> None:
+        """Read, on the loop's thread, all a request thread may ask of the call: it must not read the call."""
+        self.peer()
+        self.invocation_metadata()
 
     def is_active(self) -> bool:
         """Whether the call goes on: false once it ended, the client having left or the server stopped it."""
@@ -122,6 +137,7 @@ class LoopDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
                         return attempt(behavior, request, context)
                     except WouldBlock:
                         pass  # cold: nothing happened yet, so the call runs again where it may wait
+                context.detach()
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(executor, behavior, request, context)
             except Refusal as refusal:
@@ -134,6 +150,7 @@ class LoopDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
 
         async def serve(request: Any, call: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             context = CallContext(call)
+            context.detach()
             responses = behavior(request, context)  # a generator: nothing runs yet
             # Every step runs on a request thread, all in one context: the handler's context
             # variables are set in one step and reset in another.
