@@ -10,6 +10,7 @@ With ``--pin-workers`` each worker runs on a core of its own (see :mod:`identity
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
 import multiprocessing
@@ -39,6 +40,9 @@ def serve_forever(settings: Settings, *, reuse_port: bool, parent: Connection | 
     A worker answers its ``parent``'s requests for metrics; a server on its own serves them.
     """
     limit_malloc_arenas()  # before the server starts its threads
+    # A crash in native code (grpcio, a database driver) leaves every thread's Python stack on
+    # stderr, beside the log, to say where it happened.
+    faulthandler.enable()
     server, port = build_server(settings, reuse_port=reuse_port)
     stop_metrics: Callable[[], None] | None = None
     if parent is not None:
