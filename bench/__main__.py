@@ -6,6 +6,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc
+
 from bench import store, throughput
 from bench.context import Context
 from bench.databases import scratch_database
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         context = Context(options, h2load, Path(scratch))
         try:
             run(context)
-        except BenchError as error:
+        except (BenchError, grpc.RpcError) as error:
+            # A call the server failed, or could not take: what its log says goes with the error.
             for log in context.server_logs()[-2:]:
                 print(f"--- {log.name} (last lines)", file=sys.stderr)
                 print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
