@@ -28,6 +28,9 @@ from identity.affinity import core_for, pin_process
 START_SECONDS = 60.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_SECONDS = 30.0
+# The caches a warm call is answered from (the server's identity_cache_lookups_total): remembered
+# Check answers, then the key-state cache, whose miss reads the database.
+CACHES = ("answers", "key_states")
 
 
 def free_port() -> int:
@@ -140,25 +143,40 @@ class IdentityProcess:
         """What the workers have spent so far, from their metrics and /proc."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
-            samples = {
-                sample.name: sample.value
+            samples = [
+                sample
                 for family in text_string_to_metric_families(reply.read().decode())
                 for sample in family.samples
-            }
+            ]
+        totals = {sample.name: sample.value for sample in samples if not sample.labels}
+        lookups = {
+            (sample.labels["cache"], sample.labels["result"]): sample.value
+            for sample in samples
+            if sample.name == "identity_cache_lookups_total"
+        }
         return Usage(
-            argon2_hashes=samples["identity_argon2_hashes_total"],
-            argon2_cpu_seconds=samples["identity_argon2_cpu_seconds_total"],
+            argon2_hashes=totals["identity_argon2_hashes_total"],
+            argon2_cpu_seconds=totals["identity_argon2_cpu_seconds_total"],
             cpu_seconds=sum(cpu_seconds(pid) for pid in self.worker_pids()),
+            lookups=tuple(
+                (cache, lookups.get((cache, "hit"), 0.0), lookups.get((cache, "miss"), 0.0))
+                for cache in CACHES
+            ),
         )
 
 
 @dataclass(frozen=True)
 class Usage:
-    """Counters of an identity server: argon2id hashes done, the CPU they took, its workers' CPU."""
+    """Counters of an identity server's workers so far.
+
+    argon2id hashes done and the CPU they took, the workers' CPU, and each of :data:`CACHES`'s
+    hits and misses.
+    """
 
     argon2_hashes: float
     argon2_cpu_seconds: float
     cpu_seconds: float
+    lookups: tuple[tuple[str, float, float], ...]  # (cache, hits, misses), in CACHES' order
 
     def __sub__(self, earlier: Usage) -> Usage:
         """What was spent since ``earlier``."""
@@ -166,6 +184,12 @@ class Usage:
             self.argon2_hashes - earlier.argon2_hashes,
             self.argon2_cpu_seconds - earlier.argon2_cpu_seconds,
             self.cpu_seconds - earlier.cpu_seconds,
+            tuple(
+                (cache, hits - was_hits, misses - was_misses)
+                for (cache, hits, misses), (_, was_hits, was_misses) in zip(
+                    self.lookups, earlier.lookups, strict=True
+                )
+            ),
         )
 
 

@@ -39,7 +39,7 @@ from bench.rpc import (
     raw_call,
 )
 from bench.seed import Admin, wrong_secret
-from bench.servers import IdentityProcess, Usage, Workers, empty_server
+from bench.servers import CACHES, IdentityProcess, Usage, Workers, empty_server
 from bench.stats import Run, median_run
 from identity.v1 import token_service_pb2
 
@@ -110,11 +110,36 @@ def _paired_baseline(context: Context, workers: Workers) -> Load | None:
     return None if port is None else Load(port, EMPTY, b"", context.options.connections)
 
 
-def _steady(context: Context, server: IdentityProcess, request: bytes, method: str, answer: Answer) -> Row:
+def _steady(
+    context: Context, server: IdentityProcess, case: str, request: bytes, method: str, answer: Answer
+) -> Row:
     frame_size = probe(server.address, method, request, answer)
     load = Load(server.port, method, request, context.options.connections)
-    run, paired = _measure(context, load, frame_size, paired=_paired_baseline(context, server.workers))
+    spent: list[Usage] = []
+
+    @contextmanager
+    def counted(_seconds: float) -> Iterator[None]:
+        before = server.usage()
+        yield
+        spent.append(server.usage() - before)
+
+    run, paired = _measure(context, load, frame_size, counted, _paired_baseline(context, server.workers))
+    context.results.lines.append(cache_line(case, server.workers, spent[1:]))  # not the warm-up's
     return Row("", server.workers, run, paired)
+
+
+def cache_line(case: str, workers: Workers, spent: list[Usage]) -> str:
+    """How often each cache answered during ``case``'s runs (a key-state miss read the database).
+
+    A warm case is warm only while the caches are fresh, i.e. the change feed keeps up under load.
+    """
+    parts = []
+    for index, cache in enumerate(CACHES):
+        hits = sum(usage.lookups[index][1] for usage in spent)
+        misses = sum(usage.lookups[index][2] for usage in spent)
+        if hits + misses:
+            parts.append(f"{cache} {hits / (hits + misses):.1%} of {hits + misses:.0f} ({misses:.0f} missed)")
+    return f"'{case}', {workers} worker(s), cache hits: {'; '.join(parts) or 'no lookups'}"
 
 
 def baseline(context: Context, workers: Workers) -> Run:
@@ -140,7 +165,9 @@ def check_key(context: Context, server: IdentityProcess, tenant: Tenant) -> None
     """Check of the warm key, as h2load sends it (recorded per worker count for scaling)."""
     context.say(f"{CHECK_KEY}, {server.workers} worker(s)")
     row = _record(
-        context, CHECK_KEY, _steady(context, server, check_request(tenant.key), CHECK, Answer.ALLOWED)
+        context,
+        CHECK_KEY,
+        _steady(context, server, CHECK_KEY, check_request(tenant.key), CHECK, Answer.ALLOWED),
     )
     context.results.check_key[server.workers] = row
 
@@ -148,14 +175,20 @@ def check_key(context: Context, server: IdentityProcess, tenant: Tenant) -> None
 def check_jwt(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
     """Check of the warm key's JWT."""
     context.say(CHECK_JWT)
-    _record(context, CHECK_JWT, _steady(context, server, check_request(tenant.token), CHECK, Answer.ALLOWED))
+    _record(
+        context,
+        CHECK_JWT,
+        _steady(context, server, CHECK_JWT, check_request(tenant.token), CHECK, Answer.ALLOWED),
+    )
 
 
 def exchange_warm(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
     """ExchangeApiKey of the warm key."""
     context.say(EXCHANGE_WARM)
     _record(
-        context, EXCHANGE_WARM, _steady(context, server, exchange_request(tenant.key), EXCHANGE, Answer.TOKEN)
+        context,
+        EXCHANGE_WARM,
+        _steady(context, server, EXCHANGE_WARM, exchange_request(tenant.key), EXCHANGE, Answer.TOKEN),
     )
 
 
