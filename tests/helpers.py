@@ -1,8 +1,9 @@
-"""Test helpers: stubs bound to a credential, and readers of rich error details."""
+"""Test helpers: stubs bound to a credential, readers of rich error details, a thread that may not wait."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from grpc_status import rpc_status
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
+from identity.blocking import forbid_blocking
 from identity.crypto import apikeys
 from identity.v1 import (
     audit_service_pb2_grpc,
@@ -197,3 +199,20 @@ def stored_values(engine: Engine) -> list[tuple[str, str, str]]:
                     shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
                     found.append((table, column, shown))
     return found
+
+
+def on_forbidden_thread(work: Callable[[], Any]) -> BaseException | Any:
+    """What ``work`` returned or raised on a new thread that must not wait."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        forbid_blocking()
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # handed to the test to judge
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome[0]

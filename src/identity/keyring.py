@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -9,20 +10,28 @@ from typing import Any
 
 from identity.crypto import signing
 from identity.crypto.signing import SigningKey
-from identity.domain.errors import invalid
+from identity.domain.errors import IdentityError, invalid
 from identity.ids import new_id
 from identity.store.database import Database
 from identity.store.tokens import TokenRepository
 from identity.tokens import LEEWAY_SECONDS, MAX_LIFETIME
 
-# How stale the keyring may get: another replica's rotation is seen within this.
+log = logging.getLogger(__name__)
+
+# How stale the keyring may get: another replica's rotation is seen within about this.
 KEYRING_REFRESH_SECONDS = 10.0
 # An unknown kid triggers a reload at most this often, so absurd kids cannot flood the database.
 UNKNOWN_KID_RELOAD_SECONDS = 1.0
 
 
 class Keyring:
-    """The signing keys of the service, unsealed once per process and refreshed lazily."""
+    """The signing keys of the service, unsealed once per process and refreshed lazily.
+
+    Every exchange asks for the current key, most of them on the event loop, where nothing may
+    wait for the database. So once a key is known, a stale keyring is refreshed on a thread of its
+    own while calls go on signing with the key they have: it stays published for as long as its
+    tokens live, whatever another replica made current meanwhile.
+    """
 
     def __init__(self, db: Database, kek: bytes, algorithm: str) -> None:
         """Load keys from ``db``, unsealing them with ``kek``; new keys use ``algorithm``."""
@@ -36,15 +45,17 @@ class Keyring:
         self._jwks: list[dict[str, Any]] = []
         self._current: SigningKey | None = None
         self._loaded_at = 0.0
+        self._refreshing = False
 
     def current(self) -> SigningKey:
         """The key new tokens are signed with; created on first use if the database has none."""
-        if self._current is None or time.monotonic() - self._loaded_at > KEYRING_REFRESH_SECONDS:
+        current = self._current
+        if current is None:
             self._reload()
-        if self._current is None:
-            self.rotate(self._algorithm)
-        assert self._current is not None
-        return self._current
+            current = self._current or self.rotate(self._algorithm)
+        elif time.monotonic() - self._loaded_at > KEYRING_REFRESH_SECONDS:
+            self._refresh_in_background()
+        return current
 
     def find(self, kid: str) -> SigningKey | None:
         """The published key with this id, reloading (rate-limited) when it is not known yet."""
@@ -79,6 +90,23 @@ class Keyring:
             )
         self._reload()
         return key
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+        threading.Thread(target=self._refresh, name="keyring-refresh", daemon=True).start()
+
+    def _refresh(self) -> None:
+        try:
+            self._reload()
+        except IdentityError:
+            # The database is down: keep signing with the key in hand; the next call tries again.
+            log.warning("could not refresh the signing keys: the database is unavailable")
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     def _reload(self) -> None:
         with self._db.read() as session:

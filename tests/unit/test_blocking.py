@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from identity.blocking import WouldBlock, after_try, attempt, forbid_blocking, may_block
+from identity.blocking import WouldBlock, after_try, attempt, may_block
 from identity.cache.lookups import Lookups
 from identity.crypto.hashing import Argon2Profile, SecretHasher
 from identity.crypto.pool import BoundedHasher
 from identity.store.database import Database
-
-
-def on_forbidden_thread(work: Callable[[], Any]) -> BaseException | Any:
-    """What ``work`` returned or raised on a new thread that must not wait."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        forbid_blocking()
-        try:
-            outcome.append(work())
-        except BaseException as exc:  # handed to the test to judge
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return outcome[0]
+from tests.helpers import on_forbidden_thread
 
 
 def test_may_block_is_silent_on_ordinary_threads_and_raises_where_forbidden() -> None:
