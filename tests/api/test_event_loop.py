@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -15,8 +16,9 @@ import pytest
 
 from identity.app.tokens import TokenExchange
 from identity.checks import DecisionEngine
+from identity.domain.errors import IdentityError
 from identity.services.keys import WATCH_POLL_SECONDS
-from identity.services.loop import CallContext
+from identity.services.loop import CallContext, Refusal
 from identity.v1 import (
     audit_service_pb2,
     authorization_service_pb2,
@@ -119,6 +121,28 @@ def test_a_cold_try_spends_a_failed_attempt_once(tenant: Tenant) -> None:
     for _ in range(3):
         expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
     expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+
+
+@pytest.mark.settings(failed_attempts_per_key=1)
+def test_a_refusal_on_the_loop_leaves_no_cycle_for_the_collector(tenant: Tenant) -> None:
+    """A refused call's errors, and the handler frames their tracebacks hold, are freed at once.
+
+    A flood is refusals: left in a reference cycle (grpcio keeps its abort exception on the
+    call), each would wait for the garbage collector with every frame of its handler.
+    """
+    wrong = forged(tenant.key().api_key)
+    expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.UNAUTHENTICATED, "INVALID_API_KEY")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept in gc.garbage, to be looked at
+    try:
+        for _ in range(5):  # throttled: refused on the loop, before any wait
+            expect_error(lambda: tenant.exchange(wrong), grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        gc.collect()
+        cyclic = [type(found).__name__ for found in gc.garbage if isinstance(found, Refusal | IdentityError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == []
 
 
 def handlers_running(name: str) -> int:

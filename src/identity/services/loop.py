@@ -141,7 +141,11 @@ class LoopDoor(grpc.GenericRpcHandler):  # type: ignore[misc]
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(executor, behavior, request, context)
             except Refusal as refusal:
-                await _abort(call, refusal.status)
+                status = refusal.status
+            # Aborted outside the except block: grpcio keeps its abort exception on the call, and
+            # raised in there it would chain the refusal's traceback, every frame of the handler
+            # with it, into a reference cycle left for the garbage collector (a flood is refusals).
+            await _abort(call, status)
 
         return serve
 
