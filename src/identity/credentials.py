@@ -28,10 +28,12 @@ class CredentialStore:
             repo = Repository(session)
             found = repo.key_with_secrets(key_id)
             if found is None:
+                self._cache.note_database_read()
                 return None
             key, secrets = found
             org = repo.get_organization(key.org_id)
             principal = repo.get_principal(principal_id or key.principal_id)
+        self._cache.note_database_read()
         if org is None or principal is None:
             return None
         live = LiveKey(key, secrets.version, org, principal)
@@ -43,6 +45,7 @@ class CredentialStore:
         generation = self._cache.generation
         with self._db.read_once() as connection:
             found = credential_by_lookup(connection, lookup)
+        self._cache.note_database_read()
         if found is None:
             return None
         key, secrets, org, principal = found
@@ -56,7 +59,9 @@ class CredentialStore:
         if cached is not None:
             return cached
         with self._db.read() as session:
-            return TokenRepository(session).is_revoked(jti)
+            revoked = TokenRepository(session).is_revoked(jti)
+        self._cache.note_database_read()
+        return revoked
 
     def password_hash(self, principal_id: str) -> str | None:
         """A service account's password hash, or None (never cached)."""

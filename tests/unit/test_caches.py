@@ -108,6 +108,32 @@ def test_key_state_cache_answers_only_while_fresh() -> None:
     assert not cache.fresh()
 
 
+def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() -> None:
+    """The race of the replica tests: stale, a call read a change from the database and said no;
+    a catch-up begun before that change must not bring back the allow remembered before it."""
+    states = KeyStateCache(max_entries=10, freshness_seconds=0.05)
+    memo: AllowMemo[Decision] = AllowMemo(states, VerifiedCredentials(10).fingerprint)
+    states.apply([], time.monotonic())
+    key = memo.key("idk_live_secret", ("stock:read",), None, "")
+    allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
+    memo.put(key, allow, memo.generation, None)
+    time.sleep(0.06)  # the change feed falls behind: nothing answers from memory
+    began = time.monotonic()  # a catch-up begins, before the change commits
+    states.note_database_read()  # a call reads the database, change included
+    states.apply([], began)  # the catch-up that began first ends, without the change
+    assert not states.fresh() and memo.get(key, NOW) is None
+    states.apply([], time.monotonic())  # the next one would have read the change
+    assert states.fresh()
+
+
+def test_a_read_while_fresh_holds_back_no_catch_up() -> None:
+    states = fresh_cache()
+    began = time.monotonic()
+    states.note_database_read()  # a key the cache did not hold: fresh, so nothing it hides
+    states.apply([], began)
+    assert states.fresh()
+
+
 def test_revoked_tokens_are_remembered_until_they_expire() -> None:
     cache = fresh_cache()
     later = datetime.now(UTC) + timedelta(minutes=5)

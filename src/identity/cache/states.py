@@ -46,6 +46,7 @@ class KeyStateCache:
         self._lock = threading.Lock()
         self._freshness = freshness_seconds
         self._fresh_until = float("-inf")
+        self._stale_read_at = float("-inf")
         self._generation = 0
         self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
@@ -83,6 +84,19 @@ class KeyStateCache:
             return None
         return LiveKey(key, version, org, principal)
 
+    def note_database_read(self) -> None:
+        """Note that a call has just read the database; call it once the read is done.
+
+        A read while the cache is not fresh may have seen changes that a catch-up already under
+        way began too early to include. Made fresh by that catch-up, the cache (and every allow
+        remembered under it) would answer yes again after that read's no. So only a catch-up
+        begun after this read may make the cache fresh again.
+        """
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._fresh_until:
+                self._stale_read_at = now
+
     def put(self, generation: int, live: LiveKey) -> None:
         """Store what a database read found, unless an invalidation happened since ``generation``."""
         with self._lock:
@@ -112,7 +126,11 @@ class KeyStateCache:
         self._fresh_until = float("-inf")
 
     def apply(self, changes: Sequence[Change], caught_up_at: float | None) -> None:
-        """Forget what ``changes`` touched; when ``caught_up_at`` is given, trust the cache from then."""
+        """Forget what ``changes`` touched; when ``caught_up_at`` is given, trust the cache from then.
+
+        Not when a call read the database after ``caught_up_at`` while the cache was not fresh
+        (see :meth:`note_database_read`): the next catch-up will.
+        """
         with self._lock:
             if changes:
                 self._generation += 1
@@ -127,7 +145,7 @@ class KeyStateCache:
                     self._revoked[change.subject_id] = change.expire_time
             if changes:
                 self._forget_expired_revocations()
-            if caught_up_at is not None:
+            if caught_up_at is not None and caught_up_at > self._stale_read_at:
                 self._fresh_until = caught_up_at + self._freshness
 
     def _forget_expired_revocations(self) -> None:
