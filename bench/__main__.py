@@ -12,14 +12,13 @@ from bench import store, throughput
 from bench.context import Context
 from bench.databases import scratch_database
 from bench.h2load import H2Load, find_h2load
-from bench.options import Options, parse
+from bench.options import IDENTITY_THROUGHPUT, Options, parse
 from bench.reference import usable_cores
 from bench.report import THROUGHPUT_HEADERS, Report, Table, throughput_row
 from bench.rpc import BenchError
 from bench.seed import Admin, bootstrap_database
 from bench.servers import Workers
 
-IDENTITY_THROUGHPUT = ("check-jwt", "check-key", "exchange-warm", "exchange-cold", "check-flood")
 NEEDS_H2LOAD = ("baseline", *IDENTITY_THROUGHPUT, "scaling")
 
 
@@ -44,6 +43,8 @@ def _throughput(context: Context, url: str, platform_key: str) -> None:
                     throughput.check_jwt(context, server, main)
                 if options.wants("check-key"):
                     throughput.check_key(context, server, main)
+                if options.wants("check-serial"):
+                    throughput.check_serial(context, server, main)
                 if options.wants("exchange-warm"):
                     throughput.exchange_warm(context, server, main)
                 if options.wants("exchange-cold"):

@@ -8,22 +8,23 @@ from pathlib import Path
 
 from bench.databases import DEFAULT_POSTGRESQL_URL
 
-CASES = (
-    "baseline",
+# The cases run on the main identity server, in the order they run.
+IDENTITY_THROUGHPUT = (
     "check-jwt",
     "check-key",
+    "check-serial",
     "exchange-warm",
     "exchange-cold",
     "check-flood",
-    "scaling",
-    "latency",
-    "memory",
 )
+CASES = ("baseline", *IDENTITY_THROUGHPUT, "scaling", "latency", "memory")
 CASE_HELP = """cases (--cases, comma-separated; default: all of them):
   baseline        an empty grpcio handler on the same harness and workers (always run
                   when a throughput case runs: every ratio is to it)
   check-jwt       AuthorizationService/Check of a warm JWT
   check-key       Check of a warm API key
+  check-serial    check-jwt and check-key one call at a time, each run after the
+                  baseline's alike: what one call costs, without queueing
   exchange-warm   TokenService/ExchangeApiKey (v2) of a warm key
   exchange-cold   ExchangeApiKey of a never-seen key each call (argon2id every call)
   check-flood     check-key while a wrong-secret ExchangeApiKey flood runs

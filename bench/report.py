@@ -101,3 +101,33 @@ def throughput_row(case: str, workers: object, run: Run, baseline: Run | None) -
         ratio,
         extra,
     )
+
+
+SERIAL_HEADERS = (
+    "case",
+    "workers",
+    "rps",
+    "x baseline",
+    "baseline p50 ms",
+    "baseline p99 ms",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "p99 - baseline ms",
+)
+
+
+def serial_row(case: str, workers: object, run: Run, baseline: Run) -> tuple[str, ...]:
+    """One row of the one-call-at-a-time table: the case's rate and latencies beside the baseline's."""
+    return (
+        case,
+        str(workers),
+        rate(run.rps),
+        f"{run.rps / baseline.rps:.3f}" if baseline.rps else "-",
+        millis(baseline.p50_ms),
+        millis(baseline.p99_ms),
+        millis(run.p50_ms),
+        millis(run.p99_ms),
+        str(run.errors),
+        f"{run.p99_ms - baseline.p99_ms:+.2f}",
+    )

@@ -25,12 +25,14 @@ from bench.clients import drive
 from bench.context import Context, Row
 from bench.h2load import Load, Totals, judge
 from bench.reference import argon2_verifies_per_second, usable_cores
+from bench.report import SERIAL_HEADERS, Table, serial_row
 from bench.rpc import (
     CHECK,
     EMPTY,
     EXCHANGE,
     TOKEN_LIFETIME_SECONDS,
     Answer,
+    BenchError,
     check_request,
     exchange_request,
     grpc_frame,
@@ -189,6 +191,35 @@ def exchange_warm(context: Context, server: IdentityProcess, tenant: Tenant) -> 
         context,
         EXCHANGE_WARM,
         _steady(context, server, EXCHANGE_WARM, exchange_request(tenant.key), EXCHANGE, Answer.TOKEN),
+    )
+
+
+def check_serial(context: Context, server: IdentityProcess, tenant: Tenant) -> None:
+    """Check of the warm JWT and of the warm key one call at a time, and the baseline alike.
+
+    At full speed every call waits behind the calls of the other connections, so the p99 there is
+    mostly queueing: it grows with any loss of throughput and moves with the machine's drift. One
+    connection with one call in flight, the next sent as soon as the answer is in, never queues
+    and never lets the server idle (on this machine a wake-up from idle costs more than a Check):
+    its p99 is what one call costs, tail included. Before each run of a case, the empty handler
+    gets the same load.
+    """
+    baseline_load = Load(context.baseline_ports[server.workers], EMPTY, b"", connections=1)
+    rows = []
+    for case, credential in ((CHECK_JWT, tenant.token), (CHECK_KEY, tenant.key)):
+        context.say(f"{case}, one call at a time")
+        request = check_request(credential)
+        frame_size = probe(server.address, CHECK, request, Answer.ALLOWED)
+        load = Load(server.port, CHECK, request, connections=1)
+        run, paired = _measure(context, load, frame_size, paired=baseline_load)
+        if paired is None:
+            raise BenchError("the baseline did not run beside the case")
+        rows.append(serial_row(case, server.workers, run, paired))
+    context.results.tables.append(
+        (
+            "One call at a time (1 connection; each run after the empty handler's alike)",
+            Table(SERIAL_HEADERS, rows),
+        )
     )
 
 
