@@ -156,10 +156,12 @@ BOUNDS = {
     ),
     # Locked out, a catch-up blocks in SQLite's retries instead of failing, so the cache stops
     # answering when its freshness runs out (1 s past the last catch-up); calls and the health
-    # ping then wait out those retries before failing.
+    # ping then wait out those retries before failing. A write queued behind another (this
+    # process's writers take turns) waits for its turn as long as that one waits on SQLite,
+    # then waits on SQLite itself: up to twice as long.
     "sqlite": Bounds(
         fail_closed=FRESHNESS_SECONDS + 0.25,
-        longest_call=SQLITE_RETRY_SECONDS + 2.0,
+        longest_call=SQLITE_BUSY_SECONDS + SQLITE_RETRY_SECONDS + 2.0,
         not_serving=HEALTH_CHECK_SECONDS + SQLITE_RETRY_SECONDS + 1.5,
         cut_for=FRESHNESS_SECONDS + SQLITE_RETRY_SECONDS + 2.0,
     ),
