@@ -13,13 +13,19 @@ from bench.context import Context
 from bench.databases import scratch_database
 from bench.h2load import H2Load, find_h2load
 from bench.options import IDENTITY_THROUGHPUT, Options, parse
-from bench.reference import usable_cores
+from bench.reference import autogroups_enabled, usable_cores
 from bench.report import THROUGHPUT_HEADERS, Report, Table, throughput_row
 from bench.rpc import BenchError
 from bench.seed import Admin, bootstrap_database
 from bench.servers import Workers
 
 NEEDS_H2LOAD = ("baseline", *IDENTITY_THROUGHPUT, "scaling")
+AUTOGROUP_WARNING = (
+    "scheduler autogroups are on (kernel.sched_autogroup_enabled = 1): every PostgreSQL backend runs in "
+    "a session, so an autogroup, of its own, and may then wait seconds for a CPU while the bench keeps "
+    "the cores busy; the caches miss while its answers are late. `sysctl -w "
+    "kernel.sched_autogroup_enabled=0` before the run measures the service instead (bench/RESULTS.md)"
+)
 
 
 def _throughput(context: Context, url: str, platform_key: str) -> None:
@@ -98,7 +104,13 @@ def report(options: Options, context: Context) -> Report:
         )
     result.tables += context.results.tables
     result.lines += context.results.lines
+    if _warn_of_autogroups(options):
+        result.lines.append(AUTOGROUP_WARNING)
     return result
+
+
+def _warn_of_autogroups(options: Options) -> bool:
+    return options.database == "postgresql" and autogroups_enabled()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     h2load = H2Load(find_h2load()) if options.wants(*NEEDS_H2LOAD) else None
     with tempfile.TemporaryDirectory(prefix="identity-bench-") as scratch:
         context = Context(options, h2load, Path(scratch))
+        if _warn_of_autogroups(options):
+            context.say(AUTOGROUP_WARNING)
         try:
             run(context)
         except (BenchError, grpc.RpcError) as error:

@@ -7,15 +7,30 @@ import os
 import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 from identity.crypto.hashing import Argon2Profile, SecretHasher
 
 READY_SECONDS = 60.0
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 
 
 def usable_cores() -> int:
     """CPUs this process may run on."""
     return len(os.sched_getaffinity(0))
+
+
+def autogroups_enabled() -> bool:
+    """Whether the kernel groups processes by session when it shares out the CPUs.
+
+    PostgreSQL starts every backend in a session of its own; with autogroups on, such a backend
+    has been seen on this machine to wait seconds for a CPU while the bench keeps every core busy
+    (bench/RESULTS.md).
+    """
+    try:
+        return AUTOGROUP_SWITCH.read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 def _verify_for(seconds: float, start: Barrier, rates: Queue[float]) -> None:
