@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from identity.cache.states import KeyStateCache, LiveKey
 from identity.store.database import Database
 from identity.store.lookups import credential_by_lookup
@@ -24,16 +26,17 @@ class CredentialStore:
         if cached is not None:
             return cached
         generation = self._cache.generation
+        began = time.monotonic()
         with self._db.read() as session:
             repo = Repository(session)
             found = repo.key_with_secrets(key_id)
             if found is None:
-                self._cache.note_database_read()
+                self._cache.note_database_read(began)
                 return None
             key, secrets = found
             org = repo.get_organization(key.org_id)
             principal = repo.get_principal(principal_id or key.principal_id)
-        self._cache.note_database_read()
+        self._cache.note_database_read(began)
         if org is None or principal is None:
             return None
         live = LiveKey(key, secrets.version, org, principal)
@@ -43,9 +46,10 @@ class CredentialStore:
     def by_lookup(self, lookup: str) -> tuple[LiveKey, KeySecrets] | None:
         """The key with this lookup handle and the hashes a presented secret may match (one read)."""
         generation = self._cache.generation
+        began = time.monotonic()
         with self._db.read_once() as connection:
             found = credential_by_lookup(connection, lookup)
-        self._cache.note_database_read()
+        self._cache.note_database_read(began)
         if found is None:
             return None
         key, secrets, org, principal = found
@@ -58,9 +62,10 @@ class CredentialStore:
         cached = self._cache.token_revoked(jti)
         if cached is not None:
             return cached
+        began = time.monotonic()
         with self._db.read() as session:
             revoked = TokenRepository(session).is_revoked(jti)
-        self._cache.note_database_read()
+        self._cache.note_database_read(began)
         return revoked
 
     def password_hash(self, principal_id: str) -> str | None:

@@ -119,17 +119,39 @@ def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() ->
     memo.put(key, allow, memo.generation, None)
     time.sleep(0.06)  # the change feed falls behind: nothing answers from memory
     began = time.monotonic()  # a catch-up begins, before the change commits
-    states.note_database_read()  # a call reads the database, change included
+    states.note_database_read(time.monotonic())  # a call reads the database, change included
     states.apply([], began)  # the catch-up that began first ends, without the change
     assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
     states.apply([], time.monotonic())  # the next one would have read the change
     assert states.fresh()
 
 
+def test_a_catch_up_begun_before_a_stale_read_and_ended_during_it_is_undone() -> None:
+    """The same race, the other way round: the catch-up that began too early ends while the call
+    still reads. The cache was fresh again when the read ended; the read takes that back."""
+    states = KeyStateCache(max_entries=10, freshness_seconds=0.05)
+    memo: AllowMemo[Decision] = AllowMemo(states, VerifiedCredentials(10).fingerprint)
+    states.apply([], time.monotonic())
+    key = memo.key("idk_live_secret", ("stock:read",), None, "")
+    allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
+    memo.put(key, allow, memo.generation, None)
+    time.sleep(0.06)  # stale: nothing answers from memory
+    catch_up_began = time.monotonic()  # before the change commits
+    read_began = time.monotonic()  # a call misses the cache and reads, change included
+    states.apply([], catch_up_began)  # the early catch-up ends, without the change
+    assert states.fresh()  # for now: the read has not ended
+    states.note_database_read(read_began)
+    assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
+    states.apply([], catch_up_began)  # no other catch-up as early may bring it back
+    assert not states.fresh()
+    states.apply([], time.monotonic())  # one begun after the read would have read the change
+    assert states.fresh()
+
+
 def test_a_read_while_fresh_holds_back_no_catch_up() -> None:
     states = fresh_cache()
     began = time.monotonic()
-    states.note_database_read()  # a key the cache did not hold: fresh, so nothing it hides
+    states.note_database_read(began)  # a key the cache did not hold: fresh, so nothing it hides
     states.apply([], began)
     assert states.fresh()
 

@@ -47,6 +47,7 @@ class KeyStateCache:
         self._freshness = freshness_seconds
         self._fresh_until = float("-inf")
         self._stale_read_at = float("-inf")
+        self._renewed_at = float("-inf")  # when a catch-up last made the stale cache fresh again
         self._generation = 0
         self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
@@ -88,17 +89,19 @@ class KeyStateCache:
             return None
         return LiveKey(key, version, org, principal)
 
-    def note_database_read(self) -> None:
-        """Note that a call has just read the database; call it once the read is done.
+    def note_database_read(self, began: float) -> None:
+        """Note that a call read the database from ``began`` (``time.monotonic()``) until now.
 
         A read while the cache is not fresh may have seen changes that a catch-up already under
         way began too early to include. Made fresh by that catch-up, the cache (and every allow
         remembered under it) would answer yes again after that read's no. So only a catch-up
-        begun after this read may make the cache fresh again.
+        begun after this read may make the cache fresh again: one that already did so while the
+        read ran is undone.
         """
         with self._lock:
             now = time.monotonic()
-            if now >= self._fresh_until:
+            if now >= self._fresh_until or self._renewed_at >= began:
+                self._fresh_until = float("-inf")
                 self._stale_read_at = now
 
     def put(self, generation: int, live: LiveKey) -> None:
@@ -123,7 +126,7 @@ class KeyStateCache:
             for cache in (self._keys, self._orgs, self._principals):
                 cache.clear()
             self._revoked = dict(revoked)
-            self._fresh_until = as_of + self._freshness
+            self._renew(as_of)
 
     def distrust(self) -> None:
         """Stop answering until the next successful catch-up (the change log could not be read)."""
@@ -150,7 +153,13 @@ class KeyStateCache:
             if changes:
                 self._forget_expired_revocations()
             if caught_up_at is not None and caught_up_at > self._stale_read_at:
-                self._fresh_until = caught_up_at + self._freshness
+                self._renew(caught_up_at)
+
+    def _renew(self, caught_up_at: float) -> None:
+        now = time.monotonic()
+        if now >= self._fresh_until:
+            self._renewed_at = now
+        self._fresh_until = caught_up_at + self._freshness
 
     def _forget_expired_revocations(self) -> None:
         now = datetime.now(UTC)
