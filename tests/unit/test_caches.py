@@ -4,6 +4,7 @@ remembered allows, fingerprints and throttles."""
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -108,15 +109,20 @@ def test_key_state_cache_answers_only_while_fresh() -> None:
     assert not cache.fresh()
 
 
-def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() -> None:
-    """The race of the replica tests: stale, a call read a change from the database and said no;
-    a catch-up begun before that change must not bring back the allow remembered before it."""
+def _allow_remembered_by_a_fresh_cache() -> tuple[KeyStateCache, AllowMemo[Decision], Hashable]:
+    # A cache that goes stale 50 ms after its catch-up, and an allow remembered under it.
     states = KeyStateCache(max_entries=10, freshness_seconds=0.05)
     memo: AllowMemo[Decision] = AllowMemo(states, VerifiedCredentials(10).fingerprint)
     states.apply([], time.monotonic())
     key = memo.key("idk_live_secret", ("stock:read",), None, "")
-    allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
-    memo.put(key, allow, memo.generation, None)
+    memo.put(key, Decision(True, Reason.ALLOWED, "allowed", key_id="key_1"), memo.generation, None)
+    return states, memo, key
+
+
+def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() -> None:
+    """The race of the replica tests: stale, a call read a change from the database and said no;
+    a catch-up begun before that change must not bring back the allow remembered before it."""
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
     time.sleep(0.06)  # the change feed falls behind: nothing answers from memory
     began = time.monotonic()  # a catch-up begins, before the change commits
     states.note_database_read(time.monotonic())  # a call reads the database, change included
@@ -129,12 +135,7 @@ def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() ->
 def test_a_catch_up_begun_before_a_stale_read_and_ended_during_it_is_undone() -> None:
     """The same race, the other way round: the catch-up that began too early ends while the call
     still reads. The cache was fresh again when the read ended; the read takes that back."""
-    states = KeyStateCache(max_entries=10, freshness_seconds=0.05)
-    memo: AllowMemo[Decision] = AllowMemo(states, VerifiedCredentials(10).fingerprint)
-    states.apply([], time.monotonic())
-    key = memo.key("idk_live_secret", ("stock:read",), None, "")
-    allow = Decision(True, Reason.ALLOWED, "allowed", key_id="key_1")
-    memo.put(key, allow, memo.generation, None)
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
     time.sleep(0.06)  # stale: nothing answers from memory
     catch_up_began = time.monotonic()  # before the change commits
     read_began = time.monotonic()  # a call misses the cache and reads, change included
