@@ -13,7 +13,6 @@ audited too (each audit row needs its request's origin).
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 from identity.cache.allows import AllowMemo
@@ -35,11 +34,12 @@ class CheckAnswers:
 
     def recall(self, request: bytes) -> bytes | None:
         """The answer to send for these request bytes, if one is remembered and its allow still holds."""
-        remembered = self._memo.get(self._memo.key(request), time.time())
+        now = datetime.now(UTC)
+        remembered = self._memo.get(self._memo.key(request), now)
         if remembered is None:
             return None
         answer, key_id = remembered
-        self._engine.allowed_again(key_id, datetime.now(UTC))
+        self._engine.allowed_again(key_id, now)
         return answer
 
     def learn(self, request: bytes, decoded: pb.CheckRequest) -> None:
