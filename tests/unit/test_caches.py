@@ -142,7 +142,7 @@ def test_a_catch_up_begun_before_a_stale_read_and_ended_during_it_is_undone() ->
     states.apply([], catch_up_began)  # the early catch-up ends, without the change
     assert states.fresh()  # for now: the read has not ended
     states.note_database_read(read_began)
-    assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
+    assert not states.fresh() and memo.get(key, NOW) is None
     states.apply([], catch_up_began)  # no other catch-up as early may bring it back
     assert not states.fresh()
     states.apply([], time.monotonic())  # one begun after the read would have read the change
