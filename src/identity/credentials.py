@@ -22,11 +22,11 @@ class CredentialStore:
 
     def live_key(self, key_id: str, principal_id: str = "") -> LiveKey | None:
         """A key as it stands, with its organization and a principal (the key's own by default)."""
+        began = time.monotonic()  # before the lookup: a catch-up may renew the cache right after it misses
         cached = self._cache.get(key_id, principal_id)
         if cached is not None:
             return cached
         generation = self._cache.generation
-        began = time.monotonic()
         with self._db.read() as session:
             repo = Repository(session)
             found = repo.key_with_secrets(key_id)
@@ -59,10 +59,10 @@ class CredentialStore:
 
     def token_revoked(self, jti: str) -> bool:
         """Whether the token with this id was revoked."""
+        began = time.monotonic()  # before the lookup, as in live_key
         cached = self._cache.token_revoked(jti)
         if cached is not None:
             return cached
-        began = time.monotonic()
         with self._db.read() as session:
             revoked = TokenRepository(session).is_revoked(jti)
         self._cache.note_database_read(began)

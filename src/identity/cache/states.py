@@ -88,6 +88,9 @@ class KeyStateCache:
     def note_database_read(self, began: float) -> None:
         """Note that a call read the database from ``began`` (``time.monotonic()``) until now.
 
+        ``began`` is taken before the cache lookup that sent the call to the database: a catch-up
+        may make the cache fresh between that miss and the read.
+
         A read while the cache is not fresh may have seen changes that a catch-up already under
         way began too early to include. Made fresh by that catch-up, the cache (and every allow
         remembered under it) would answer yes again after that read's no. So only a catch-up
