@@ -8,6 +8,7 @@ organization -> disabled principal -> IP -> scope -> resource. The credential is
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,7 +87,7 @@ class DecisionEngine:
 
     def remembered(self, memo_key: Hashable) -> Held[Decision] | None:
         """The allow remembered under ``memo_key`` with its bounds, if it still holds (asking is not an allow)."""
-        return self._memo.held(memo_key, datetime.now(UTC))
+        return self._memo.held(memo_key, time.time())
 
     def allowed_again(self, key_id: str, now: datetime) -> None:
         """What a remembered allow answered elsewhere does at ``now``: note the key's use.
@@ -99,7 +100,7 @@ class DecisionEngine:
         """Judge one item."""
         now = datetime.now(UTC)
         memo_key = self.memo_key(credential, item, client_ip)
-        remembered = self._memo.get(memo_key, now)
+        remembered = self._memo.get(memo_key, now.timestamp())
         if remembered is not None:
             self._allowed(remembered, now, item, origin)
             return remembered

@@ -127,7 +127,7 @@ def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() ->
     began = time.monotonic()  # a catch-up begins, before the change commits
     states.note_database_read(time.monotonic())  # a call reads the database, change included
     states.apply([], began)  # the catch-up that began first ends, without the change
-    assert not states.fresh() and memo.get(key, NOW) is None
+    assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
     states.apply([], time.monotonic())  # the next one would have read the change
     assert states.fresh()
 
@@ -142,7 +142,7 @@ def test_a_catch_up_begun_before_a_stale_read_and_ended_during_it_is_undone() ->
     states.apply([], catch_up_began)  # the early catch-up ends, without the change
     assert states.fresh()  # for now: the read has not ended
     states.note_database_read(read_began)
-    assert not states.fresh() and memo.get(key, NOW) is None
+    assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
     states.apply([], catch_up_began)  # no other catch-up as early may bring it back
     assert not states.fresh()
     states.apply([], time.monotonic())  # one begun after the read would have read the change
@@ -175,14 +175,14 @@ def test_remembered_allows_hold_only_while_nothing_changed_and_time_allows() -> 
     assert key == memo.key("idk_live_secret", ("stock:read",), None, "")
     assert key != memo.key("idk_live_other", ("stock:read",), None, "")
     memo.put(key, allow, memo.generation, (NOW + timedelta(minutes=1)).timestamp())
-    assert memo.get(key, NOW) is allow
-    assert memo.get(key, NOW + timedelta(minutes=1)) is None  # the credential's time ran out
+    assert memo.get(key, NOW.timestamp()) is allow
+    assert memo.get(key, (NOW + timedelta(minutes=1)).timestamp()) is None  # the credential's time ran out
     states.apply([Change(1, ChangeSubject.PRINCIPAL, "sa_9")], time.monotonic())
-    assert memo.get(key, NOW) is None  # anything changed: judge again
+    assert memo.get(key, NOW.timestamp()) is None  # anything changed: judge again
     stale = states.generation
     states.apply([Change(2, ChangeSubject.KEY, "key_9")], time.monotonic())
     memo.put(key, allow, stale, None)
-    assert memo.get(key, NOW) is None
+    assert memo.get(key, NOW.timestamp()) is None
 
 
 def test_fingerprints_are_keyed_per_process_and_hide_the_secret() -> None:

@@ -7,7 +7,6 @@ import multiprocessing
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import generate_latest
@@ -85,7 +84,7 @@ def test_caches_count_their_hits_and_misses() -> None:
     memo: AllowMemo[Decision] = AllowMemo(states, verified.fingerprint)
     asked = memo.key("idk_live_secret", ("stock:read",), None, "")
     memo.put(asked, Decision(True, Reason.ALLOWED, "allowed"), memo.generation, None)
-    now = datetime.now(UTC)
+    now = time.time()
     assert memo.get(asked, now) is not None
     states.apply([Change(1, ChangeSubject.KEY, "key_9")], time.monotonic())
     assert memo.get(asked, now) is None  # remembered, but something changed since: a miss

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
-from datetime import datetime
 from typing import Generic, NamedTuple, TypeVar
 
 from identity.cache.bounded import BoundedCache
@@ -57,26 +56,19 @@ class AllowMemo(Generic[V]):
         """Take this before judging a decision that may be remembered."""
         return self._states.generation
 
-    def get(self, key: Hashable, now: datetime) -> V | None:
-        """What is remembered under ``key`` if its allow still holds at ``now``; counted as a lookup."""
-        with self._lock:
-            entry = self._holding(key, now)
-            self.lookups.count(entry is not None)
+    def get(self, key: Hashable, now: float) -> V | None:
+        """What is remembered under ``key`` if its allow still holds at ``now`` (POSIX time); counted as a lookup."""
+        entry = self.held(key, now)
+        self.lookups.count(entry is not None)
         return None if entry is None else entry.value
 
-    def held(self, key: Hashable, now: datetime) -> Held[V] | None:
-        """The entry under ``key`` if its allow still holds at ``now``, not counted (no request asked)."""
+    def held(self, key: Hashable, now: float) -> Held[V] | None:
+        """The entry under ``key`` if its allow still holds at ``now`` (POSIX time), not counted."""
         with self._lock:
-            return self._holding(key, now)
-
-    def _holding(self, key: Hashable, now: datetime) -> Held[V] | None:
-        entry = self._entries.get(key)
-        return entry if entry is not None and self._holds(entry, now) else None
-
-    def _holds(self, entry: Held[V], now: datetime) -> bool:
-        if entry.generation != self._states.generation or not self._states.fresh():
-            return False
-        return entry.until is None or now.timestamp() < entry.until
+            entry = self._entries.get(key)
+        if entry is None or not self._states.unchanged_since(entry.generation):
+            return None
+        return entry if entry.until is None or now < entry.until else None
 
     def put(self, key: Hashable, value: V, generation: int, until: float | None) -> None:
         """Remember ``value`` for an allow judged at ``generation`` that holds by itself until ``until``."""

@@ -64,6 +64,10 @@ class KeyStateCache:
         """Whether the cache caught up with the change log recently enough to be trusted."""
         return time.monotonic() < self._fresh_until
 
+    def unchanged_since(self, generation: int) -> bool:
+        """Whether the cache is fresh and has applied no change since ``generation`` was taken."""
+        return generation == self._generation and time.monotonic() < self._fresh_until
+
     def get(self, key_id: str, principal_id: str = "") -> LiveKey | None:
         """The cached state of a key with its organization and principal (the key's own by default).
 

@@ -31,7 +31,8 @@ class VerifiedCredentials:
 
     def __init__(self, max_entries: int, secret_seconds: float = SECRET_SECONDS) -> None:
         """Remember up to ``max_entries`` secrets and as many tokens; secrets for ``secret_seconds``."""
-        self._pepper = secrets.token_bytes(32)
+        # Keyed once: each fingerprint copies this state instead of hashing the key block again.
+        self._keyed = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=32)
         self._lock = threading.Lock()
         self._secret_seconds = secret_seconds
         self._secrets: BoundedCache[bytes, tuple[str, int]] = BoundedCache(max_entries)
@@ -41,8 +42,9 @@ class VerifiedCredentials:
 
     def fingerprint(self, credential: str | bytes) -> bytes:
         """The keyed BLAKE2b MAC of ``credential`` (or of bytes that hold one) under this process's pepper."""
-        data = credential.encode() if isinstance(credential, str) else credential
-        return hashlib.blake2b(data, key=self._pepper, digest_size=32).digest()
+        mac = self._keyed.copy()
+        mac.update(credential.encode() if isinstance(credential, str) else credential)
+        return mac.digest()
 
     def secret(self, fingerprint: bytes) -> tuple[str, int] | None:
         """The key id and secret version a verified secret belongs to, or None."""

@@ -13,6 +13,7 @@ audited too (each audit row needs its request's origin).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from identity.cache.allows import AllowMemo
@@ -34,12 +35,11 @@ class CheckAnswers:
 
     def recall(self, request: bytes) -> bytes | None:
         """The answer to send for these request bytes, if one is remembered and its allow still holds."""
-        now = datetime.now(UTC)
-        remembered = self._memo.get(self._memo.key(request), now)
+        remembered = self._memo.get(self._memo.key(request), time.time())
         if remembered is None:
             return None
         answer, key_id = remembered
-        self._engine.allowed_again(key_id, now)
+        self._engine.allowed_again(key_id, datetime.now(UTC))
         return answer
 
     def learn(self, request: bytes, decoded: pb.CheckRequest) -> None:
