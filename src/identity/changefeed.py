@@ -121,7 +121,7 @@ class ChangeFeed:
         with self._db.read() as session:
             head = Repository(session).head_cursor()
             revoked = TokenRepository(session).revoked_tokens(datetime.now(UTC))
-        self._cache.reset(revoked, started)
+        self._cache.reset(revoked, started, head)
         self._cursor = head
 
     def _run(self) -> None:

@@ -6,7 +6,7 @@ import time
 
 from identity.cache.states import KeyStateCache, LiveKey
 from identity.store.database import Database
-from identity.store.lookups import credential_by_lookup
+from identity.store.lookups import change_log_head, credential_by_lookup
 from identity.store.repository import Repository
 from identity.store.rows import KeySecrets
 from identity.store.tokens import TokenRepository
@@ -30,15 +30,13 @@ class CredentialStore:
         with self._db.read() as session:
             repo = Repository(session)
             found = repo.key_with_secrets(key_id)
-            if found is None:
-                self._cache.note_database_read(began)
-                return None
-            key, secrets = found
-            org = repo.get_organization(key.org_id)
-            principal = repo.get_principal(principal_id or key.principal_id)
-        self._cache.note_database_read(began)
-        if org is None or principal is None:
+            if found is not None:
+                org = repo.get_organization(found[0].org_id)
+                principal = repo.get_principal(principal_id or found[0].principal_id)
+        self._read_ended(began)
+        if found is None or org is None or principal is None:
             return None
+        key, secrets = found
         live = LiveKey(key, secrets.version, org, principal)
         self._cache.put(generation, live)
         return live
@@ -49,7 +47,7 @@ class CredentialStore:
         began = time.monotonic()
         with self._db.read_once() as connection:
             found = credential_by_lookup(connection, lookup)
-        self._cache.note_database_read(began)
+        self._read_ended(began)
         if found is None:
             return None
         key, secrets, org, principal = found
@@ -65,8 +63,15 @@ class CredentialStore:
             return cached
         with self._db.read() as session:
             revoked = TokenRepository(session).is_revoked(jti)
-        self._cache.note_database_read(began)
+        self._read_ended(began)
         return revoked
+
+    def _read_ended(self, began: float) -> None:
+        # A read the cache may be behind: how far the log was after it (see KeyStateCache).
+        if self._cache.read_may_be_ahead(began):
+            with self._db.read_once() as connection:
+                head = change_log_head(connection)
+            self._cache.note_read_ahead(head)
 
     def password_hash(self, principal_id: str) -> str | None:
         """A service account's password hash, or None (never cached)."""

@@ -17,6 +17,7 @@ from identity.cache.states import KeyStateCache, LiveKey
 from identity.credentials import CredentialStore
 from identity.crypto.hashing import SecretHasher
 from identity.store.database import Database
+from identity.store.lookups import changes_after
 from identity.store.tokens import TokenRepository
 
 T = TypeVar("T")
@@ -71,5 +72,9 @@ def test_a_catch_up_that_renews_the_cache_between_its_miss_and_the_read_is_undon
     read = change(db, hasher, issued.key.id)
     read(store)  # misses, the catch-up ends, then the read sees the change
     assert not cache.fresh()
-    cache.apply([], time.monotonic())  # a catch-up begun after the read would have seen the change
+    cache.apply([], time.monotonic())  # another catch-up short of the change
+    assert not cache.fresh()
+    with db.read_once() as connection:
+        changes = changes_after(connection, 0, 100)
+    cache.apply(changes, time.monotonic())  # one that read the change
     assert cache.fresh()

@@ -48,7 +48,7 @@ def live_key(key_id: str = "key_1", version: int = 1) -> LiveKey:
 
 def fresh_cache() -> KeyStateCache:
     cache = KeyStateCache(max_entries=10)
-    cache.reset({}, time.monotonic())
+    cache.reset({}, time.monotonic(), 0)
     return cache
 
 
@@ -119,42 +119,54 @@ def _allow_remembered_by_a_fresh_cache() -> tuple[KeyStateCache, AllowMemo[Decis
     return states, memo, key
 
 
-def test_a_catch_up_begun_before_a_stale_read_does_not_make_the_cache_fresh() -> None:
+REVOKED = Change(1, ChangeSubject.KEY, "key_1")  # the change a stale read sees before the cache
+
+
+def test_a_catch_up_short_of_what_a_stale_read_saw_does_not_make_the_cache_fresh() -> None:
     """The race of the replica tests: stale, a call read a change from the database and said no;
     a catch-up begun before that change must not bring back the allow remembered before it."""
     states, memo, key = _allow_remembered_by_a_fresh_cache()
     time.sleep(0.06)  # the change feed falls behind: nothing answers from memory
-    began = time.monotonic()  # a catch-up begins, before the change commits
-    states.note_database_read(time.monotonic())  # a call reads the database, change included
-    states.apply([], began)  # the catch-up that began first ends, without the change
+    began = time.monotonic()  # a call misses the cache and reads the database, change included
+    assert states.read_may_be_ahead(began)
+    states.note_read_ahead(REVOKED.cursor)  # the log's head after that read
+    states.apply([], time.monotonic())  # a catch-up that read the log before the change
     assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
-    states.apply([], time.monotonic())  # the next one would have read the change
-    assert states.fresh()
+    states.apply([REVOKED], time.monotonic())  # the next one reads the change
+    assert states.fresh() and memo.get(key, NOW.timestamp()) is None  # and it forgot the allow
 
 
-def test_a_catch_up_begun_before_a_stale_read_and_ended_during_it_is_undone() -> None:
+def test_a_catch_up_that_renewed_the_cache_during_a_stale_read_is_undone() -> None:
     """The same race, the other way round: the catch-up that began too early ends while the call
     still reads. The cache was fresh again when the read ended; the read takes that back."""
     states, memo, key = _allow_remembered_by_a_fresh_cache()
     time.sleep(0.06)  # stale: nothing answers from memory
-    catch_up_began = time.monotonic()  # before the change commits
-    read_began = time.monotonic()  # a call misses the cache and reads, change included
-    states.apply([], catch_up_began)  # the early catch-up ends, without the change
-    assert states.fresh()  # for now: the read has not ended
-    states.note_database_read(read_began)
+    began = time.monotonic()  # a call misses the cache, then reads, change included
+    states.apply([], time.monotonic())  # a catch-up from before the change ends
+    assert states.fresh() and states.read_may_be_ahead(began)
+    states.note_read_ahead(REVOKED.cursor)
     assert not states.fresh() and memo.get(key, NOW.timestamp()) is None
-    states.apply([], catch_up_began)  # no other catch-up as early may bring it back
-    assert not states.fresh()
-    states.apply([], time.monotonic())  # one begun after the read would have read the change
+    states.apply([REVOKED], time.monotonic())
     assert states.fresh()
 
 
-def test_a_read_while_fresh_holds_back_no_catch_up() -> None:
+def test_a_stale_read_that_saw_nothing_new_holds_back_no_catch_up() -> None:
+    """Under load a stale cache is read past all the time: a read that saw no change the cache
+    lacks must not keep it stale, or it would never answer again while the load lasts."""
     states = fresh_cache()
-    began = time.monotonic()
-    states.note_database_read(began)  # a key the cache did not hold: fresh, so nothing it hides
-    states.apply([], began)
+    states.apply([REVOKED], time.monotonic())
+    states.distrust()  # a hiccup
+    catch_up_began = time.monotonic()
+    began = time.monotonic()  # a read begins and ends while that catch-up runs
+    assert states.read_may_be_ahead(began)
+    states.note_read_ahead(REVOKED.cursor)  # the head the cache has applied already
+    states.apply([], catch_up_began)
     assert states.fresh()
+
+
+def test_a_read_while_fresh_is_not_ahead() -> None:
+    states = fresh_cache()
+    assert not states.read_may_be_ahead(time.monotonic())  # nothing it hides: allows answer within the bound
 
 
 def test_revoked_tokens_are_remembered_until_they_expire() -> None:

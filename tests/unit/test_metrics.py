@@ -76,7 +76,7 @@ def test_caches_count_their_hits_and_misses() -> None:
     states = KeyStateCache(10)
     states.put(states.generation, live_key())
     assert states.get("key_1") is None  # never caught up with the change log: not trusted
-    states.reset({}, time.monotonic())
+    states.reset({}, time.monotonic(), 0)
     states.put(states.generation, live_key())
     assert states.get("key_1") is not None and states.get("key_2") is None
     assert (states.lookups.hits, states.lookups.misses) == (1, 2)

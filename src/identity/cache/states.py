@@ -10,6 +10,12 @@ A fill races invalidations: a request may read a key just before a revocation co
 store it just after the revocation was applied. Every fill therefore carries the cache's
 *generation* from before its database read; any invalidation bumps the generation, and a fill
 whose generation is no longer current is dropped instead of stored.
+
+A read that a stale cache sent to the database races catch-ups: it may see a change (say a
+revocation, and answer no) that the catch-up under way began too early to include. Made fresh
+by that catch-up, the cache, and every allow remembered under it, would answer yes again. So
+such a read reports the change log's head as it left it, and the cache is trusted again only
+once it has applied the log up to there.
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ class KeyStateCache:
         self._lock = threading.Lock()
         self._freshness = freshness_seconds
         self._fresh_until = float("-inf")
-        self._stale_read_at = float("-inf")
         self._renewed_at = float("-inf")  # when a catch-up last made the stale cache fresh again
+        self._cursor = 0  # the newest change applied
+        self._trusted_from = 0  # the cursor a catch-up must reach to make the cache fresh again
         self._generation = 0
         self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
@@ -89,23 +96,27 @@ class KeyStateCache:
             return None
         return LiveKey(key, version, org, principal)
 
-    def note_database_read(self, began: float) -> None:
-        """Note that a call read the database from ``began`` (``time.monotonic()``) until now.
+    def read_may_be_ahead(self, began: float) -> bool:
+        """Whether a database read from ``began`` (``time.monotonic()``) until now may be ahead of the cache.
+
+        It may have seen changes the cache will answer without when the cache was not fresh all along.
 
         ``began`` is taken before the cache lookup that sent the call to the database: a catch-up
-        may make the cache fresh between that miss and the read.
+        may make the cache fresh between that miss and the read. A read while the cache stayed
+        fresh may see newer changes too, but the allows remembered then already answer within
+        the bound; only a stale cache must not come back to life behind such a read.
+        """
+        return time.monotonic() >= self._fresh_until or self._renewed_at >= began
 
-        A read while the cache is not fresh may have seen changes that a catch-up already under
-        way began too early to include. Made fresh by that catch-up, the cache (and every allow
-        remembered under it) would answer yes again after that read's no. So only a catch-up
-        begun after this read may make the cache fresh again: one that already did so while the
-        read ran is undone.
+    def note_read_ahead(self, head: int) -> None:
+        """Note a read for which :meth:`read_may_be_ahead` held, and the change log's ``head`` read after it.
+
+        Until the cache applied the log up to ``head``, it does not answer.
         """
         with self._lock:
-            now = time.monotonic()
-            if now >= self._fresh_until or self._renewed_at >= began:
+            if head > self._cursor:
                 self._fresh_until = float("-inf")
-                self._stale_read_at = now
+                self._trusted_from = max(self._trusted_from, head)
 
     def put(self, generation: int, live: LiveKey) -> None:
         """Store what a database read found, unless an invalidation happened since ``generation``."""
@@ -122,13 +133,17 @@ class KeyStateCache:
             return None
         return jti in self._revoked
 
-    def reset(self, revoked: Mapping[str, datetime], as_of: float) -> None:
-        """Start over from the database's view at ``as_of``: nothing cached, these tokens revoked."""
+    def reset(self, revoked: Mapping[str, datetime], as_of: float, cursor: int) -> None:
+        """Start over from the database's view at ``as_of``: nothing cached, these tokens revoked.
+
+        ``cursor`` is the change log's head as of that view.
+        """
         with self._lock:
             self._generation += 1
             for cache in (self._keys, self._orgs, self._principals):
                 cache.clear()
             self._revoked = dict(revoked)
+            self._cursor = cursor
             self._renew(as_of)
 
     def distrust(self) -> None:
@@ -138,8 +153,8 @@ class KeyStateCache:
     def apply(self, changes: Sequence[Change], caught_up_at: float | None) -> None:
         """Forget what ``changes`` touched; when ``caught_up_at`` is given, trust the cache from then.
 
-        Not when a call read the database after ``caught_up_at`` while the cache was not fresh
-        (see :meth:`note_database_read`): the next catch-up will.
+        Not before the cache has applied the change log as far as a read ahead of it saw (see
+        :meth:`note_read_ahead`).
         """
         with self._lock:
             if changes:
@@ -154,11 +169,14 @@ class KeyStateCache:
                 elif change.expire_time is not None:
                     self._revoked[change.subject_id] = change.expire_time
             if changes:
+                self._cursor = max(self._cursor, changes[-1].cursor)
                 self._forget_expired_revocations()
-            if caught_up_at is not None and caught_up_at > self._stale_read_at:
+            if caught_up_at is not None:
                 self._renew(caught_up_at)
 
     def _renew(self, caught_up_at: float) -> None:
+        if self._cursor < self._trusted_from:
+            return
         now = time.monotonic()
         if now >= self._fresh_until:
             self._renewed_at = now

@@ -14,7 +14,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from identity.domain.model import Change, Key, Organization, Principal
@@ -47,6 +47,7 @@ _CHANGES_AFTER = (
     .order_by(_CHANGES.c.cursor)
     .limit(bindparam("limit"))
 )
+_HEAD = select(func.max(_CHANGES.c.cursor))
 
 
 def credential_by_lookup(
@@ -68,6 +69,11 @@ def credential_by_lookup(
 def changes_after(connection: Connection, cursor: int, limit: int) -> list[Change]:
     """Every change after ``cursor`` across organizations, in cursor order, as caches see them."""
     return [change_of(*row) for row in connection.execute(_CHANGES_AFTER, {"cursor": cursor, "limit": limit})]
+
+
+def change_log_head(connection: Connection) -> int:
+    """The newest cursor of the change log (0 when it is empty)."""
+    return int(connection.execute(_HEAD).scalar() or 0)
 
 
 def _columns(row: RowMapping, table: Table) -> Any:

@@ -26,6 +26,7 @@ from identity.domain.model import (
     ResourceRef,
 )
 from identity.store.database import note_change
+from identity.store.lookups import change_log_head
 from identity.store.models import (
     ApiKeyRow,
     AuditEventRow,
@@ -312,7 +313,7 @@ class Repository:
 
     def head_cursor(self) -> int:
         """The newest cursor of the change log (0 when it is empty)."""
-        return int(self.session.scalar(select(func.max(KeyChangeRow.cursor))) or 0)
+        return change_log_head(self.session.connection())
 
     # Audit
 
