@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -167,6 +168,38 @@ def test_a_stale_read_that_saw_nothing_new_holds_back_no_catch_up() -> None:
 def test_a_read_while_fresh_is_not_ahead() -> None:
     states = fresh_cache()
     assert not states.read_may_be_ahead(time.monotonic())  # nothing it hides: allows answer within the bound
+
+
+def _deactivated(live: LiveKey) -> LiveKey:
+    return replace(live, organization=replace(live.organization, state=OrganizationState.INACTIVE))
+
+
+@pytest.mark.parametrize("newer_first", [False, True], ids=["older_read_stored_first", "newer_read_stored_first"])
+def test_two_fills_that_straddle_a_change_forget_what_was_judged_at_their_generation(newer_first: bool) -> None:
+    """The replica tests' other deny-then-allow: the key was just dropped (its own creation was
+    applied), two calls miss it at once and read, and the organization's deactivation commits
+    between their reads. The earlier read allowed and remembered it; the later one refused."""
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
+    generation = states.generation
+    fills = [live_key(), _deactivated(live_key())]
+    for fill in reversed(fills) if newer_first else fills:
+        states.put(generation, fill)
+    assert states.generation != generation and memo.get(key, NOW.timestamp()) is None
+    assert states.get("key_1") is None  # neither is kept: the next call reads again
+    states.put(states.generation, _deactivated(live_key()))
+    assert states.get("key_1") == _deactivated(live_key())
+
+
+def test_fills_that_agree_forget_nothing() -> None:
+    """Fills of other keys of one organization store it again and again; a use recorded between
+    two reads of a key is no change. Neither may cost the remembered allows."""
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
+    generation = states.generation
+    states.put(generation, live_key())
+    used = live_key()
+    states.put(generation, replace(used, key=replace(used.key, last_used_time=NOW)))
+    assert states.generation == generation and memo.get(key, NOW.timestamp()) is not None
+    assert states.get("key_1") is not None
 
 
 def test_revoked_tokens_are_remembered_until_they_expire() -> None:

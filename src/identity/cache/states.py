@@ -9,7 +9,8 @@ serving stale allows.
 A fill races invalidations: a request may read a key just before a revocation commits and
 store it just after the revocation was applied. Every fill therefore carries the cache's
 *generation* from before its database read; any invalidation bumps the generation, and a fill
-whose generation is no longer current is dropped instead of stored.
+whose generation is no longer current is dropped instead of stored. Two fills at one generation
+that disagree straddled a change not yet applied; both are dropped and the generation bumped.
 
 A read that a stale cache sent to the database races catch-ups: it may see a change (say a
 revocation, and answer no) that the catch-up under way began too early to include. Made fresh
@@ -23,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from identity.cache.bounded import BoundedCache
@@ -119,9 +120,29 @@ class KeyStateCache:
                 self._trusted_from = max(self._trusted_from, head)
 
     def put(self, generation: int, live: LiveKey) -> None:
-        """Store what a database read found, unless an invalidation happened since ``generation``."""
+        """Store what a database read found, unless an invalidation happened since ``generation``.
+
+        Two reads at one generation may straddle a change the feed has not applied yet: one
+        found the key (or its organization or principal) as it was, and an allow judged from it
+        is remembered; the other found it changed, and refused. The cache cannot tell which read
+        is the newer, so when they disagree it keeps neither, and bumps the generation so that
+        nothing judged at this one answers again: the next call reads the database afresh.
+        """
         with self._lock:
             if generation != self._generation:
+                return
+            key = self._keys.get(live.key.id)
+            org = self._orgs.get(live.organization.id)
+            principal = self._principals.get(live.principal.id)
+            if (
+                (key is not None and not _same_key(key, live))
+                or (org is not None and org != live.organization)
+                or (principal is not None and principal != live.principal)
+            ):
+                self._generation += 1
+                self._keys.pop(live.key.id)
+                self._orgs.pop(live.organization.id)
+                self._principals.pop(live.principal.id)
                 return
             self._keys.put(live.key.id, (live.key, live.secret_version))
             self._orgs.put(live.organization.id, live.organization)
@@ -186,3 +207,9 @@ class KeyStateCache:
         now = datetime.now(UTC)
         for jti in [jti for jti, expires in self._revoked.items() if expires < now]:
             del self._revoked[jti]
+
+
+def _same_key(held: tuple[Key, int], live: LiveKey) -> bool:
+    # A key's use is recorded without a change: two reads of one key may differ in that alone.
+    key, version = held
+    return version == live.secret_version and replace(key, last_used_time=live.key.last_used_time) == live.key
