@@ -174,8 +174,12 @@ def _deactivated(live: LiveKey) -> LiveKey:
     return replace(live, organization=replace(live.organization, state=OrganizationState.INACTIVE))
 
 
-@pytest.mark.parametrize("newer_first", [False, True], ids=["older_read_stored_first", "newer_read_stored_first"])
-def test_two_fills_that_straddle_a_change_forget_what_was_judged_at_their_generation(newer_first: bool) -> None:
+@pytest.mark.parametrize(
+    "newer_first", [False, True], ids=["older_read_stored_first", "newer_read_stored_first"]
+)
+def test_two_fills_that_straddle_a_change_forget_what_was_judged_at_their_generation(
+    newer_first: bool,
+) -> None:
     """The replica tests' other deny-then-allow: the key was just dropped (its own creation was
     applied), two calls miss it at once and read, and the organization's deactivation commits
     between their reads. The earlier read allowed and remembered it; the later one refused."""
