@@ -34,7 +34,10 @@ class CredentialStore:
                 org = repo.get_organization(found[0].org_id)
                 principal = repo.get_principal(principal_id or found[0].principal_id)
         self._read_ended(began)
-        if found is None or org is None or principal is None:
+        if found is None:
+            self._cache.put_absent(generation, key_id)
+            return None
+        if org is None or principal is None:
             return None
         key, secrets = found
         live = LiveKey(key, secrets.version, org, principal)

@@ -194,6 +194,28 @@ def test_two_fills_that_straddle_a_change_forget_what_was_judged_at_their_genera
     assert states.get("key_1") == _deactivated(live_key())
 
 
+@pytest.mark.parametrize("deleted_first", [False, True], ids=["fill_stored_first", "deletion_seen_first"])
+def test_a_fill_and_a_read_that_found_the_key_deleted_forget_what_was_judged_at_their_generation(
+    deleted_first: bool,
+) -> None:
+    """As above, with a deletion: the later read found no key at all, so it has nothing to store."""
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
+    generation = states.generation
+    steps = [lambda: states.put(generation, live_key()), lambda: states.put_absent(generation, "key_1")]
+    for step in reversed(steps) if deleted_first else steps:
+        step()
+    assert states.generation != generation and memo.get(key, NOW.timestamp()) is None
+    assert states.get("key_1") is None
+
+
+def test_a_read_that_found_an_unknown_key_forgets_nothing() -> None:
+    states, memo, key = _allow_remembered_by_a_fresh_cache()
+    generation = states.generation
+    states.put(generation, live_key())
+    states.put_absent(generation, "key_gone")
+    assert states.generation == generation and memo.get(key, NOW.timestamp()) is not None
+
+
 def test_fills_that_agree_forget_nothing() -> None:
     """Fills of other keys of one organization store it again and again; a use recorded between
     two reads of a key is no change. Neither may cost the remembered allows."""

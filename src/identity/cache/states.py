@@ -10,7 +10,8 @@ A fill races invalidations: a request may read a key just before a revocation co
 store it just after the revocation was applied. Every fill therefore carries the cache's
 *generation* from before its database read; any invalidation bumps the generation, and a fill
 whose generation is no longer current is dropped instead of stored. Two fills at one generation
-that disagree straddled a change not yet applied; both are dropped and the generation bumped.
+that disagree (or a fill and a read that found the key deleted) straddled a change not yet
+applied; both are dropped and the generation bumped.
 
 A read that a stale cache sent to the database races catch-ups: it may see a change (say a
 revocation, and answer no) that the catch-up under way began too early to include. Made fresh
@@ -57,6 +58,7 @@ class KeyStateCache:
         self._cursor = 0  # the newest change applied
         self._trusted_from = 0  # the cursor a catch-up must reach to make the cache fresh again
         self._generation = 0
+        self._absent: set[str] = set()  # keys that a read at this generation found deleted
         self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
         self._principals: BoundedCache[str, Principal] = BoundedCache(max_entries)
@@ -135,11 +137,12 @@ class KeyStateCache:
             org = self._orgs.get(live.organization.id)
             principal = self._principals.get(live.principal.id)
             if (
-                (key is not None and not _same_key(key, live))
+                live.key.id in self._absent
+                or (key is not None and not _same_key(key, live))
                 or (org is not None and org != live.organization)
                 or (principal is not None and principal != live.principal)
             ):
-                self._generation += 1
+                self._next_generation()
                 self._keys.pop(live.key.id)
                 self._orgs.pop(live.organization.id)
                 self._principals.pop(live.principal.id)
@@ -147,6 +150,22 @@ class KeyStateCache:
             self._keys.put(live.key.id, (live.key, live.secret_version))
             self._orgs.put(live.organization.id, live.organization)
             self._principals.put(live.principal.id, live.principal)
+
+    def put_absent(self, generation: int, key_id: str) -> None:
+        """Note that a database read found no key ``key_id``, unless an invalidation happened since ``generation``.
+
+        Another read at the same generation may have found it before its deletion: whichever
+        comes second, fill or this, forgets the key and bumps the generation, as :meth:`put`
+        does when two fills disagree.
+        """
+        with self._lock:
+            if generation != self._generation:
+                return
+            if self._keys.get(key_id) is not None or len(self._absent) >= self._keys.max_entries:
+                self._next_generation()
+                self._keys.pop(key_id)
+            else:
+                self._absent.add(key_id)
 
     def token_revoked(self, jti: str) -> bool | None:
         """Whether the token was revoked; None when the cache is not fresh enough to say."""
@@ -160,7 +179,7 @@ class KeyStateCache:
         ``cursor`` is the change log's head as of that view.
         """
         with self._lock:
-            self._generation += 1
+            self._next_generation()
             for cache in (self._keys, self._orgs, self._principals):
                 cache.clear()
             self._revoked = dict(revoked)
@@ -179,7 +198,7 @@ class KeyStateCache:
         """
         with self._lock:
             if changes:
-                self._generation += 1
+                self._next_generation()
             for change in changes:
                 if change.subject is ChangeSubject.KEY:
                     self._keys.pop(change.subject_id)
@@ -194,6 +213,10 @@ class KeyStateCache:
                 self._forget_expired_revocations()
             if caught_up_at is not None:
                 self._renew(caught_up_at)
+
+    def _next_generation(self) -> None:
+        self._generation += 1
+        self._absent.clear()
 
     def _renew(self, caught_up_at: float) -> None:
         if self._cursor < self._trusted_from:
