@@ -52,10 +52,11 @@ class CredentialStore:
             found = credential_by_lookup(connection, lookup)
         self._read_ended(began)
         if found is None:
+            self._cache.put_absent(generation, lookup=lookup)
             return None
         key, secrets, org, principal = found
         live = LiveKey(key, secrets.version, org, principal)
-        self._cache.put(generation, live)
+        self._cache.put(generation, live, lookup)
         return live, secrets
 
     def token_revoked(self, jti: str) -> bool:

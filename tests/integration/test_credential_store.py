@@ -15,6 +15,7 @@ from identity.app.bootstrap import SYSTEM, bootstrap
 from identity.app.keys import Keys
 from identity.cache.states import KeyStateCache, LiveKey
 from identity.credentials import CredentialStore
+from identity.crypto.apikeys import parse as parse_key
 from identity.crypto.hashing import SecretHasher
 from identity.store.database import Database
 from identity.store.lookups import changes_after
@@ -78,3 +79,22 @@ def test_a_catch_up_that_renews_the_cache_between_its_miss_and_the_read_is_undon
         changes = changes_after(connection, 0, 100)
     cache.apply(changes, time.monotonic())  # one that read the change
     assert cache.fresh()
+
+
+def test_two_reads_by_lookup_handle_that_straddle_a_deletion_leave_no_allow(
+    db: Database, hasher: SecretHasher
+) -> None:
+    """An API key not verified before is read by its lookup handle. One read found the key (and
+    its caller was allowed); the key was deleted; another read, before the change feed applied
+    the deletion, found nothing. The cache must not go on answering with the key the first read
+    stored: the caller would be refused, then allowed again."""
+    issued = bootstrap(db, hasher)
+    lookup = parse_key(issued.api_key)
+    assert lookup is not None
+    cache = KeyStateCache(max_entries=10)
+    store = CredentialStore(db, cache)
+    cache.apply([], time.monotonic())
+    assert store.by_lookup(lookup.lookup) is not None  # the earlier read, stored
+    Keys(db, hasher).delete(SYSTEM, issued.key.id)  # committed; the change feed has not applied it
+    assert store.by_lookup(lookup.lookup) is None  # the later read
+    assert store.live_key(issued.key.id) is None  # what a call with the verified secret asks next

@@ -13,7 +13,7 @@ import pytest
 from identity.authz import version_current
 from identity.cache.allows import AllowMemo
 from identity.cache.bounded import BoundedCache
-from identity.cache.states import KeyStateCache, LiveKey
+from identity.cache.states import MAX_NOTES, KeyStateCache, LiveKey
 from identity.cache.verified import VerifiedCredentials
 from identity.domain.decisions import Decision
 from identity.domain.errors import Reason
@@ -195,13 +195,23 @@ def test_two_fills_that_straddle_a_change_forget_what_was_judged_at_their_genera
 
 
 @pytest.mark.parametrize("deleted_first", [False, True], ids=["fill_stored_first", "deletion_seen_first"])
+@pytest.mark.parametrize("by_lookup", [False, True], ids=["by_key_id", "by_lookup_handle"])
 def test_a_fill_and_a_read_that_found_the_key_deleted_forget_what_was_judged_at_their_generation(
-    deleted_first: bool,
+    deleted_first: bool, by_lookup: bool
 ) -> None:
-    """As above, with a deletion: the later read found no key at all, so it has nothing to store."""
+    """As above, with a deletion: the later read found no key at all, so it has nothing to store.
+
+    A read by lookup handle (an API key not verified before) that finds nothing has no key id
+    to name: the handle stands for the key the other read found under it."""
     states, memo, key = _allow_remembered_by_a_fresh_cache()
     generation = states.generation
-    steps = [lambda: states.put(generation, live_key()), lambda: states.put_absent(generation, "key_1")]
+    if by_lookup:
+        steps = [
+            lambda: states.put(generation, live_key(), "x"),
+            lambda: states.put_absent(generation, lookup="x"),
+        ]
+    else:
+        steps = [lambda: states.put(generation, live_key()), lambda: states.put_absent(generation, "key_1")]
     for step in reversed(steps) if deleted_first else steps:
         step()
     assert states.generation != generation and memo.get(key, NOW.timestamp()) is None
@@ -211,9 +221,26 @@ def test_a_fill_and_a_read_that_found_the_key_deleted_forget_what_was_judged_at_
 def test_a_read_that_found_an_unknown_key_forgets_nothing() -> None:
     states, memo, key = _allow_remembered_by_a_fresh_cache()
     generation = states.generation
-    states.put(generation, live_key())
+    states.put(generation, live_key(), "x")
     states.put_absent(generation, "key_gone")
+    states.put_absent(generation, lookup="unknown")  # a made-up API key
+    states.put(generation, live_key(), "x")  # a wrong secret for a real lookup handle, found again
     assert states.generation == generation and memo.get(key, NOW.timestamp()) is not None
+    assert states.get("key_1") is not None
+
+
+def test_notes_of_reads_are_bounded() -> None:
+    """A flood of made-up API keys leaves a note per lookup handle: past the bound, the
+    generation moves on and forgets them, rather than memory growing without end."""
+    states = fresh_cache()
+    generation = states.generation
+    for number in range(MAX_NOTES - 1):
+        states.put_absent(generation, lookup=f"made-up-{number}")
+    assert states.generation == generation
+    states.put_absent(generation, lookup="one-more")
+    assert states.generation != generation
+    states.put(states.generation, live_key(), "one-more")  # noted at the old generation only
+    assert states.get("key_1") is not None
 
 
 def test_fills_that_agree_forget_nothing() -> None:

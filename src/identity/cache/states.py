@@ -10,8 +10,8 @@ A fill races invalidations: a request may read a key just before a revocation co
 store it just after the revocation was applied. Every fill therefore carries the cache's
 *generation* from before its database read; any invalidation bumps the generation, and a fill
 whose generation is no longer current is dropped instead of stored. Two fills at one generation
-that disagree (or a fill and a read that found the key deleted) straddled a change not yet
-applied; both are dropped and the generation bumped.
+that disagree (or a fill and a read that found the key deleted, by id or by lookup handle)
+straddled a change not yet applied; both are dropped and the generation bumped.
 
 A read that a stale cache sent to the database races catch-ups: it may see a change (say a
 revocation, and answer no) that the catch-up under way began too early to include. Made fresh
@@ -34,6 +34,9 @@ from identity.domain.model import Change, ChangeSubject, Key, Organization, Prin
 
 # The invalidation bound: how long after its last catch-up with the change log the cache is trusted.
 FRESHNESS_SECONDS = 1.0
+# What reads at one generation found, kept to tell straddling reads apart; past this many notes the
+# generation is bumped, which forgets them (and costs one more read of each key in use).
+MAX_NOTES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,11 @@ class KeyStateCache:
         self._cursor = 0  # the newest change applied
         self._trusted_from = 0  # the cursor a catch-up must reach to make the cache fresh again
         self._generation = 0
-        self._absent: set[str] = set()  # keys that a read at this generation found deleted
+        # Notes of reads at this generation: keys and lookup handles found to have no key, and
+        # the key each lookup handle found.
+        self._absent: set[str] = set()
+        self._absent_lookups: set[str] = set()
+        self._looked_up: dict[str, str] = {}
         self._keys: BoundedCache[str, tuple[Key, int]] = BoundedCache(max_entries)
         self._orgs: BoundedCache[str, Organization] = BoundedCache(max_entries)
         self._principals: BoundedCache[str, Principal] = BoundedCache(max_entries)
@@ -121,8 +128,10 @@ class KeyStateCache:
                 self._fresh_until = float("-inf")
                 self._trusted_from = max(self._trusted_from, head)
 
-    def put(self, generation: int, live: LiveKey) -> None:
+    def put(self, generation: int, live: LiveKey, lookup: str = "") -> None:
         """Store what a database read found, unless an invalidation happened since ``generation``.
+
+        ``lookup``: the handle the read looked the key up by, if it did.
 
         Two reads at one generation may straddle a change the feed has not applied yet: one
         found the key (or its organization or principal) as it was, and an allow judged from it
@@ -138,6 +147,7 @@ class KeyStateCache:
             principal = self._principals.get(live.principal.id)
             if (
                 live.key.id in self._absent
+                or lookup in self._absent_lookups
                 or (key is not None and not _same_key(key, live))
                 or (org is not None and org != live.organization)
                 or (principal is not None and principal != live.principal)
@@ -150,22 +160,33 @@ class KeyStateCache:
             self._keys.put(live.key.id, (live.key, live.secret_version))
             self._orgs.put(live.organization.id, live.organization)
             self._principals.put(live.principal.id, live.principal)
+            if lookup:
+                self._looked_up[lookup] = live.key.id
+                self._bump_if_notes_full()
 
-    def put_absent(self, generation: int, key_id: str) -> None:
-        """Note that a database read found no key ``key_id``, unless an invalidation happened since ``generation``.
+    def put_absent(self, generation: int, key_id: str = "", lookup: str = "") -> None:
+        """Note that a database read found no key ``key_id`` (or none under the handle ``lookup``).
 
-        Another read at the same generation may have found it before its deletion: whichever
-        comes second, fill or this, forgets the key and bumps the generation, as :meth:`put`
-        does when two fills disagree.
+        Nothing is noted when an invalidation happened since ``generation``. Another read at the
+        same generation may have found the key before its deletion: whichever comes second, fill
+        or this, forgets the key and bumps the generation, as :meth:`put` does when two fills
+        disagree.
         """
         with self._lock:
             if generation != self._generation:
                 return
-            if self._keys.get(key_id) is not None or len(self._absent) >= self._keys.max_entries:
-                self._next_generation()
-                self._keys.pop(key_id)
+            if lookup:
+                found = self._looked_up.get(lookup)
+                if found is not None:
+                    self._forget_key(found)
+                    return
+                self._absent_lookups.add(lookup)
+            elif self._keys.get(key_id) is not None:
+                self._forget_key(key_id)
+                return
             else:
                 self._absent.add(key_id)
+            self._bump_if_notes_full()
 
     def token_revoked(self, jti: str) -> bool | None:
         """Whether the token was revoked; None when the cache is not fresh enough to say."""
@@ -214,9 +235,19 @@ class KeyStateCache:
             if caught_up_at is not None:
                 self._renew(caught_up_at)
 
+    def _forget_key(self, key_id: str) -> None:
+        self._next_generation()
+        self._keys.pop(key_id)
+
+    def _bump_if_notes_full(self) -> None:
+        if len(self._absent) + len(self._absent_lookups) + len(self._looked_up) >= MAX_NOTES:
+            self._next_generation()
+
     def _next_generation(self) -> None:
         self._generation += 1
         self._absent.clear()
+        self._absent_lookups.clear()
+        self._looked_up.clear()
 
     def _renew(self, caught_up_at: float) -> None:
         if self._cursor < self._trusted_from:
