@@ -229,7 +229,8 @@ class IdentityServer:
 
     async def _make_grpc_server(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=self._options)
-        server.add_generic_rpc_handlers((LoopDoor(self._find, self._executor, HOT_METHODS),))
+        door = LoopDoor(self._find, self._executor, HOT_METHODS, self.interceptor.remembered)
+        server.add_generic_rpc_handlers((door,))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         envoy_service = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
         reflection.enable_server_reflection(

@@ -33,12 +33,19 @@ class CheckAnswers:
         self._memo = memo
         self.lookups = memo.lookups  # a hit is a Check answered from memory without being decoded
 
-    def recall(self, request: bytes) -> bytes | None:
-        """The answer to send for these request bytes, if one is remembered and its allow still holds."""
-        remembered = self._memo.get(self._memo.key(request), time.time())
-        if remembered is None:
+    def recall(self, request: bytes, *, count_miss: bool = True) -> bytes | None:
+        """The answer to send for these request bytes, if one is remembered and its allow still holds.
+
+        Counted as a lookup; a miss not when ``count_miss`` is false (the caller then serves the
+        request in full, which looks again and counts that).
+        """
+        held = self._memo.held(self._memo.key(request), time.time())
+        if held is None:
+            if count_miss:
+                self.lookups.count(False)
             return None
-        answer, key_id = remembered
+        self.lookups.count(True)
+        answer, key_id = held.value
         self._engine.allowed_again(key_id, datetime.now(UTC))
         return answer
 

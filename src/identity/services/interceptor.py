@@ -37,8 +37,8 @@ AuditFailure = Callable[[RequestInfo, str, str, str, AuditOutcome, str], None]
 class Shortcut(Protocol):
     """Answers a method's requests from their bytes alone, when it remembers them (see ``services.answers``)."""
 
-    def recall(self, request: bytes) -> bytes | None:
-        """The encoded response to send for ``request``, or None to serve it in full."""
+    def recall(self, request: bytes, *, count_miss: bool = True) -> bytes | None:
+        """The encoded response to send for ``request``, or None to serve it in full (see ``count_miss``)."""
 
     def learn(self, request: bytes, decoded: Any) -> None:
         """Called after ``request`` (decoded as ``decoded``) was served in full, successfully."""
@@ -104,6 +104,29 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             wrapped = self._wrap(method, handler)
             self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+    def remembered(self, method: str) -> Callable[[bytes], bytes | None] | None:
+        """For a method with a shortcut: its remembered answer to a request's bytes, or None.
+
+        A hit is counted and logged as a served call, a miss not at all: the caller then serves
+        the call in full through the wrapped handler. The event loop's door asks this first, as
+        a hit needs nothing else (no context, no guard against waiting). While calls are logged
+        it always misses: a log line names the call's peer, which only the full path has.
+        """
+        shortcut = self._shortcuts.get(method)
+        if shortcut is None:
+            return None
+
+        def answer(request: bytes) -> bytes | None:
+            if log.isEnabledFor(logging.INFO):
+                return None
+            started = time.perf_counter()
+            remembered = shortcut.recall(request, count_miss=False)
+            if remembered is not None:
+                self._count(method, "OK", started)
+            return remembered
+
+        return answer
 
     def _wrap(self, method: str, handler: Any) -> Any:
         rule = RULES.get(method)
@@ -265,9 +288,7 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         context: grpc.ServicerContext,
         started: float,
     ) -> None:
-        seconds = time.perf_counter() - started
-        if self._rpcs is not None:
-            self._rpcs.record(method, code, seconds)
+        seconds = self._count(method, code, started)
         if not log.isEnabledFor(logging.INFO):
             return  # before context.peer(), which costs more than the rest of a warm check
         caller = info.caller if info else None
@@ -281,3 +302,10 @@ class IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             "key_id": caller.key_id if caller else "",
         }
         log.info("rpc", extra={"fields": fields})
+
+    def _count(self, method: str, code: str, started: float) -> float:
+        """Count a call that ended now, begun at ``started`` (``time.perf_counter()``); its seconds."""
+        seconds = time.perf_counter() - started
+        if self._rpcs is not None:
+            self._rpcs.record(method, code, seconds)
+        return seconds
