@@ -15,7 +15,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_thread = threading.local()
+
+
+class _ThreadState(threading.local):
+    forbidden = False  # set for good by forbid_blocking
+    held: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = None  # during an attempt
+
+
+_thread = _ThreadState()
 
 
 class WouldBlock(BaseException):
@@ -33,7 +40,7 @@ def forbid_blocking() -> None:
 
 def may_block() -> None:
     """Mark a place that waits for I/O or for other threads: raise :class:`WouldBlock` on a thread that must not."""
-    if getattr(_thread, "forbidden", False):
+    if _thread.forbidden:
         raise WouldBlock
 
 
@@ -58,7 +65,7 @@ def attempt(work: Callable[..., T], *args: Any) -> T:
 
 def after_try(effect: Callable[..., None], *args: Any) -> None:
     """Call ``effect(*args)`` now, or within an :func:`attempt` once it ended (never if it would block)."""
-    held: list[tuple[Callable[..., None], tuple[Any, ...]]] | None = getattr(_thread, "held", None)
+    held = _thread.held
     if held is None:
         effect(*args)
     else:

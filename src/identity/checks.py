@@ -11,7 +11,6 @@ import ipaddress
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from identity.app.background import BackgroundWriter
 from identity.app.common import audit_event
@@ -89,20 +88,19 @@ class DecisionEngine:
         """The allow remembered under ``memo_key`` with its bounds, if it still holds (asking is not an allow)."""
         return self._memo.held(memo_key, time.time())
 
-    def allowed_again(self, key_id: str, now: datetime) -> None:
-        """What a remembered allow answered elsewhere does at ``now``: note the key's use.
+    def allowed_again(self, key_id: str) -> None:
+        """What a remembered allow answered elsewhere does: note the key's use.
 
         Only when allows are not audited: an audited allow needs its request and origin.
         """
-        self._writer.touch(key_id, now)
+        self._writer.touch(key_id)
 
     def check(self, credential: str, item: CheckItem, client_ip: str, origin: Origin) -> Decision:
         """Judge one item."""
-        now = datetime.now(UTC)
         memo_key = self.memo_key(credential, item, client_ip)
-        remembered = self._memo.get(memo_key, now.timestamp())
+        remembered = self._memo.get(memo_key, time.time())
         if remembered is not None:
-            self._allowed(remembered, now, item, origin)
+            self._allowed(remembered, item, origin)
             return remembered
         validate_items([item], "", client_ip)
         generation = self._memo.generation
@@ -144,17 +142,16 @@ class DecisionEngine:
             decisions = [Decision(False, error.reason, error.message) for _ in items]
         else:
             decisions = [self._judge(caller, item) for item in items]
-        now = datetime.now(UTC)
         for item, decision in zip(items, decisions, strict=True):
             if decision.allowed:
-                self._allowed(decision, now, item, origin)
+                self._allowed(decision, item, origin)
             else:
                 self._writer.record(_audit(item, decision, origin))
         return caller, decisions
 
-    def _allowed(self, decision: Decision, now: datetime, item: CheckItem, origin: Origin) -> None:
+    def _allowed(self, decision: Decision, item: CheckItem, origin: Origin) -> None:
         """What every allow does besides answering: note the key's use, audit it when asked to."""
-        self._writer.touch(decision.key_id, now)
+        self._writer.touch(decision.key_id)
         if self._audit_allows:
             self._writer.record(_audit(item, decision, origin))
 

@@ -1,4 +1,4 @@
-"""Metrics: lock-free RPC tallies that lose no call, cache hit counts, argon2 pool gauges, the
+"""Metrics: lock-free RPC tallies and cache hit counts that lose no call, argon2 pool gauges, the
 exposition of several workers' snapshots, and the parent gathering them over pipes."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import multiprocessing
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import generate_latest
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from identity.cache.allows import AllowMemo
+from identity.cache.lookups import Lookups
 from identity.cache.states import KeyStateCache
 from identity.cache.verified import VerifiedCredentials
 from identity.crypto.pool import BoundedHasher
@@ -30,29 +32,40 @@ CHECK = "/identity.v1.AuthorizationService/Check"
 WHOAMI = "/identity.v1.AuthorizationService/WhoAmI"
 
 
-def test_tallies_of_many_threads_lose_no_call() -> None:
-    tally = RpcTally()
-    start = threading.Barrier(8)
+def on_many_threads(count: Callable[[int], None], threads: int = 8, calls: int = 10_000) -> None:
+    """Call ``count(n)`` for n in range(calls) on each of ``threads`` threads at once, switching often."""
+    start = threading.Barrier(threads)
 
-    def calls() -> None:
+    def counting() -> None:
         start.wait()
-        for n in range(10_000):
-            tally.record(CHECK, "OK" if n % 5 else "UNAVAILABLE", 0.00002)
+        for n in range(calls):
+            count(n)
 
-    threads = [threading.Thread(target=calls) for _ in range(8)]
+    running = [threading.Thread(target=counting) for _ in range(threads)]
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a shared tally would lose calls
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a shared tally would lose counts
     try:
-        for thread in threads:
+        for thread in running:
             thread.start()
-        for thread in threads:
+        for thread in running:
             thread.join()
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_tallies_of_many_threads_lose_no_call() -> None:
+    tally = RpcTally()
+    on_many_threads(lambda n: tally.record(CHECK, "OK" if n % 5 else "UNAVAILABLE", 0.00002))
     totals = tally.totals()
     assert totals.calls == {(CHECK, "OK"): 64_000, (CHECK, "UNAVAILABLE"): 16_000}
     assert totals.buckets[CHECK][0] == 80_000 and sum(totals.buckets[CHECK]) == 80_000
     assert totals.seconds[CHECK] == pytest.approx(80_000 * 0.00002)
+
+
+def test_lookups_of_many_threads_lose_no_count() -> None:
+    lookups = Lookups()
+    on_many_threads(lambda n: lookups.count(n % 4 != 0))
+    assert (lookups.hits, lookups.misses) == (60_000, 20_000)
 
 
 def test_a_latency_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 
@@ -25,22 +26,26 @@ from identity.store.repository import Repository
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+LAST_USED_RESOLUTION_SECONDS = 60.0
 MAX_QUEUED_EVENTS = 50_000
 
 
 class BackgroundWriter:
     """Batches audit events and last-used times into the database off the request path."""
 
-    def __init__(self, db: Database, flush_seconds: float = FLUSH_SECONDS) -> None:
-        """Write into ``db`` every ``flush_seconds``."""
+    def __init__(
+        self, db: Database, flush_seconds: float = FLUSH_SECONDS, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Write into ``db`` every ``flush_seconds``; a key's use is noted at ``clock()`` (POSIX time)."""
         self._db = db
         self._flush_seconds = flush_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self._events: deque[AuditEvent] = deque()
         self._throttled: dict[tuple[str, ...], tuple[AuditEvent, int]] = {}
-        self._touched: dict[str, datetime] = {}
-        self._written: dict[str, datetime] = {}
+        # key id -> POSIX time of its last use, to write; of its last use written
+        self._touched: dict[str, float] = {}
+        self._written: dict[str, float] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="background-writer", daemon=True)
         self.dropped = 0
@@ -73,12 +78,16 @@ class BackgroundWriter:
             held = self._throttled.get(key)
             self._throttled[key] = (held[0], held[1] + 1) if held else (first, 1)
 
-    def touch(self, key_id: str, when: datetime) -> None:
-        """Note that a key was used; written if its last write is a minute old or more."""
+    def touch(self, key_id: str) -> None:
+        """Note that a key was used now; written if its last write is a minute old or more."""
+        now = self._clock()
+        # Most uses of a warm key come within the minute of its last write: they read this
+        # without the lock, as it is never changed, only replaced by another.
+        last = self._written.get(key_id)
+        if last is not None and now - last < LAST_USED_RESOLUTION_SECONDS:
+            return
         with self._lock:
-            last = self._written.get(key_id)
-            if last is None or when - last >= LAST_USED_RESOLUTION:
-                self._touched[key_id] = when
+            self._touched[key_id] = now
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -115,13 +124,13 @@ class BackgroundWriter:
             return
         self._note_written(touched)
 
-    def _write(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+    def _write(self, events: list[AuditEvent], touched: dict[str, float]) -> None:
         with self._db.write() as session:
             repo = Repository(session)
             repo.add_audit_events(events)
-            repo.touch_keys(touched)
+            repo.touch_keys({key_id: datetime.fromtimestamp(when, UTC) for key_id, when in touched.items()})
 
-    def _write_one_at_a_time(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+    def _write_one_at_a_time(self, events: list[AuditEvent], touched: dict[str, float]) -> None:
         """Write each event alone, dropping (and counting) only those the database refuses."""
         for index, event in enumerate(events):
             try:
@@ -140,7 +149,7 @@ class BackgroundWriter:
             return
         self._note_written(touched)
 
-    def _keep_for_retry(self, events: list[AuditEvent], touched: dict[str, datetime]) -> None:
+    def _keep_for_retry(self, events: list[AuditEvent], touched: dict[str, float]) -> None:
         log.warning(
             "background write failed; %d events and %d keys kept for retry", len(events), len(touched)
         )
@@ -148,12 +157,13 @@ class BackgroundWriter:
             self._events.extendleft(reversed(events))
             self._touched = touched | self._touched
 
-    def _note_written(self, touched: dict[str, datetime]) -> None:
-        now = datetime.now(UTC)
+    def _note_written(self, touched: dict[str, float]) -> None:
+        now = self._clock()
         with self._lock:
-            self._written.update(touched)
             # Only writes of the last minute decide anything: forget older ones, or this grows with every key.
-            self._written = {k: t for k, t in self._written.items() if now - t < LAST_USED_RESOLUTION}
+            written = {k: t for k, t in self._written.items() if now - t < LAST_USED_RESOLUTION_SECONDS}
+            written.update(touched)
+            self._written = written
 
     def _run(self) -> None:
         while not self._stopping.wait(self._flush_seconds):

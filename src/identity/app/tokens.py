@@ -225,7 +225,7 @@ class TokenExchange:
             self._audit(flow, origin, facts, claimed_key_id, error)
             raise
         self._audit(flow, origin, facts, key.id, None)
-        self._writer.touch(key.id, now)
+        self._writer.touch(key.id)
         return IssuedToken(token, claims)
 
     def _audience(self, requested: str) -> str:

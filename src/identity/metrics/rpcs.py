@@ -9,9 +9,10 @@ warm Check that is measurable, and a lock held across a thread switch makes the 
 
 from __future__ import annotations
 
-import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field
+
+from identity.metrics.perthread import PerThread
 
 # Upper bounds in seconds: a warm Check takes tens of microseconds, a cold one an argon2id hash.
 LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -44,16 +45,11 @@ class RpcTally:
 
     def __init__(self) -> None:
         """Count nothing yet; latencies go into buckets by :data:`LATENCY_BOUNDS`."""
-        self._local = threading.local()
-        self._threads: list[RpcTotals] = []
-        self._joining = threading.Lock()  # taken once per thread, on its first call
+        self._threads = PerThread(RpcTotals)
 
     def record(self, method: str, code: str, seconds: float) -> None:
         """Count one call of ``method`` that ended with status ``code`` after ``seconds``."""
-        try:
-            mine: RpcTotals = self._local.totals
-        except AttributeError:
-            mine = self._join()
+        mine = self._threads.mine()
         calls = mine.calls
         key = (method, code)
         calls[key] = calls.get(key, 0) + 1
@@ -65,10 +61,8 @@ class RpcTally:
 
     def totals(self) -> RpcTotals:
         """The sum over every thread so far."""
-        with self._joining:
-            threads = list(self._threads)
         summed = RpcTotals()
-        for totals in threads:
+        for totals in self._threads.every():
             # Each copy is made by C code that no thread switch interrupts, so none is torn
             # mid-update (the three may differ by a call that ends meanwhile).
             summed.add(
@@ -79,9 +73,3 @@ class RpcTally:
                 )
             )
         return summed
-
-    def _join(self) -> RpcTotals:
-        totals = self._local.totals = RpcTotals()
-        with self._joining:
-            self._threads.append(totals)
-        return totals

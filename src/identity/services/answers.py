@@ -14,7 +14,6 @@ audited too (each audit row needs its request's origin).
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from identity.cache.allows import AllowMemo
 from identity.checks import DecisionEngine
@@ -46,7 +45,7 @@ class CheckAnswers:
             return None
         self.lookups.count(True)
         answer, key_id = held.value
-        self._engine.allowed_again(key_id, datetime.now(UTC))
+        self._engine.allowed_again(key_id)
         return answer
 
     def learn(self, request: bytes, decoded: pb.CheckRequest) -> None:
