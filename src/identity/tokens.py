@@ -140,8 +140,12 @@ def _header_segment(algorithm: str, kid: str) -> bytes:
     return _base64url(_json({"alg": algorithm, "kid": kid, "typ": "at+jwt"}))
 
 
+# One encoder for every token: json.dumps with options builds a new encoder on each call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _COMPACT_JSON.encode(value).encode()
 
 
 def _base64url(data: bytes) -> bytes:

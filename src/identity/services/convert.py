@@ -101,6 +101,8 @@ def to_datetime(stamp: Timestamp, field: str) -> datetime:
 
 def to_timedelta(duration: Duration, field: str) -> timedelta:
     """A timedelta from a Duration; one out of range is INVALID_ARGUMENT on ``field``."""
+    if not duration.ByteSize():  # unset or zero, as most are: no conversion
+        return timedelta(0)
     try:
         return duration.ToTimedelta()
     except (ValueError, OverflowError):
