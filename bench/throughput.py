@@ -126,14 +126,17 @@ def _steady(
         spent.append(server.usage() - before)
 
     run, paired = _measure(context, load, frame_size, counted, _paired_baseline(context, server.workers))
-    context.results.lines.append(cache_line(case, server.workers, spent[1:]))  # not the warm-up's
+    context.results.lines.append(cache_line(case, server.workers, spent[1:], run.calls))  # not the warm-up's
     return Row("", server.workers, run, paired)
 
 
-def cache_line(case: str, workers: Workers, spent: list[Usage]) -> str:
-    """How often each cache answered during ``case``'s runs (a key-state miss read the database).
+def cache_line(case: str, workers: Workers, spent: list[Usage], calls: int) -> str:
+    """How often each cache answered during ``case``'s runs, and the workers' CPU a call over them.
 
+    A key-state miss read the database; ``calls`` is the number of calls the runs completed.
     A warm case is warm only while the caches are fresh, i.e. the change feed keeps up under load.
+    The CPU a call costs moves less from run to run than the ratio to the baseline does, which
+    makes it the figure to compare two versions of one case by.
     """
     parts = []
     for index, cache in enumerate(CACHES):
@@ -141,7 +144,11 @@ def cache_line(case: str, workers: Workers, spent: list[Usage]) -> str:
         misses = sum(usage.lookups[index][2] for usage in spent)
         if hits + misses:
             parts.append(f"{cache} {hits / (hits + misses):.1%} of {hits + misses:.0f} ({misses:.0f} missed)")
-    return f"'{case}', {workers} worker(s), cache hits: {'; '.join(parts) or 'no lookups'}"
+    cpu = sum(usage.cpu_seconds for usage in spent) / calls * 1e6 if calls else math.nan
+    return (
+        f"'{case}', {workers} worker(s), cache hits: {'; '.join(parts) or 'no lookups'}; "
+        f"workers' CPU {cpu:.0f} µs a call"
+    )
 
 
 def baseline(context: Context, workers: Workers) -> Run:
