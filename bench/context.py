@@ -13,7 +13,7 @@ from bench.h2load import H2Load
 from bench.options import Options
 from bench.report import Table
 from bench.rpc import BenchError
-from bench.servers import IdentityProcess, Workers, empty_server, identity_server, new_kek
+from bench.servers import EmptyServer, IdentityProcess, Workers, empty_server, identity_server, new_kek
 from bench.stats import Run
 
 
@@ -49,7 +49,7 @@ class Context:
         self.kek = new_kek()
         self.results = Results()
         # Empty-handler servers running beside the identity server, by worker count (paired runs).
-        self.baseline_ports: dict[Workers, int] = {}
+        self.paired_servers: dict[Workers, EmptyServer] = {}
         self._started = time.monotonic()
         self._servers = 0
 
@@ -67,12 +67,12 @@ class Context:
     @contextmanager
     def paired_baseline(self, workers: Workers) -> Iterator[None]:
         """Keep an empty-handler server with ``workers`` workers up, for cases to pair their runs with."""
-        with empty_server(workers) as port:
-            self.baseline_ports[workers] = port
+        with empty_server(workers) as empty:
+            self.paired_servers[workers] = empty
             try:
                 yield
             finally:
-                del self.baseline_ports[workers]
+                del self.paired_servers[workers]
 
     @contextmanager
     def server(self, database_url: str, workers: Workers) -> Iterator[IdentityProcess]:

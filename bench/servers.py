@@ -73,9 +73,21 @@ async def _empty_server(port: int, ready: Connection) -> None:
     await server.wait_for_termination()
 
 
+@dataclass(frozen=True)
+class EmptyServer:
+    """A running baseline: the port its workers share, and their process ids."""
+
+    port: int
+    pids: tuple[int, ...]
+
+    def cpu_seconds(self) -> float:
+        """The CPU its workers have spent so far."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+
 @contextmanager
-def empty_server(workers: Workers) -> Iterator[int]:
-    """The baseline: ``workers`` processes serving an empty grpcio handler on one port; yield the port.
+def empty_server(workers: Workers) -> Iterator[EmptyServer]:
+    """The baseline: ``workers`` processes serving an empty grpcio handler on one port.
 
     Each process serves as an identity worker does (grpcio's asyncio server, the handler on the
     event loop, SO_REUSEPORT, pinned as ``--pin-workers`` pins), so the difference between the
@@ -93,7 +105,7 @@ def empty_server(workers: Workers) -> Iterator[int]:
             processes.append(process)
             if not receive.poll(START_SECONDS) or receive.recv() != port:
                 raise BenchError(f"an empty-handler worker could not serve on port {port}")
-        yield port
+        yield EmptyServer(port, tuple(process.pid for process in processes if process.pid is not None))
     finally:
         for process in processes:
             process.terminate()

@@ -41,7 +41,7 @@ from bench.rpc import (
     raw_call,
 )
 from bench.seed import Admin, wrong_secret
-from bench.servers import CACHES, IdentityProcess, Usage, Workers, empty_server
+from bench.servers import CACHES, EmptyServer, IdentityProcess, Usage, Workers, empty_server
 from bench.stats import Run, median_run
 from identity.v1 import token_service_pb2
 
@@ -82,34 +82,63 @@ def create_tenant(admin: Admin, address: str) -> Tenant:
     return Tenant(org_id, key, reply.access_token, victim)
 
 
+@dataclass(frozen=True)
+class Paired:
+    """What a case's runs are paired with: a baseline load, sent to the empty server beside it."""
+
+    load: Load
+    server: EmptyServer
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A case's median run; with a paired baseline, its median run and its workers' CPU a call (µs)."""
+
+    run: Run
+    baseline: Run | None = None
+    baseline_cpu_us: float = math.nan
+
+
 def _measure(
     context: Context,
     load: Load,
     frame_size: int,
     around: Callable[[float], AbstractContextManager[None]] | None = None,
-    paired: Load | None = None,
-) -> tuple[Run, Run | None]:
+    paired: Paired | None = None,
+) -> Measured:
     """A warm-up run, then the median of the measured ones; ``around(seconds)`` wraps each run.
 
-    With ``paired``, the baseline load runs just before each run; the median of those comes second.
+    With ``paired``, the baseline load runs just before each run, and what its runs cost the
+    empty server's workers is counted too.
     """
     options = context.options
-    runs, baselines = [], []
+    runs, baselines, baseline_cpu = [], [], 0.0
     for index, seconds in enumerate([options.warmup_seconds] + [options.seconds] * options.repeat):
         if paired is not None:
-            baseline_totals = context.h2load.run(paired, seconds)
+            cpu_before = paired.server.cpu_seconds()
+            baseline_totals = context.h2load.run(paired.load, seconds)
+            if index:
+                baseline_cpu += paired.server.cpu_seconds() - cpu_before
+                baselines.append(judge(baseline_totals, EMPTY_FRAME_SIZE))
         with around(seconds) if around else nullcontext():
             totals = context.h2load.run(load, seconds)
         if index:
             runs.append(judge(totals, frame_size))
-            if paired is not None:
-                baselines.append(judge(baseline_totals, EMPTY_FRAME_SIZE))
-    return median_run(runs), median_run(baselines) if baselines else None
+    if not baselines:
+        return Measured(median_run(runs))
+    return Measured(median_run(runs), median_run(baselines), _per_call_us(baseline_cpu, baselines))
 
 
-def _paired_baseline(context: Context, workers: Workers) -> Load | None:
-    port = context.baseline_ports.get(workers)
-    return None if port is None else Load(port, EMPTY, b"", context.options.connections)
+def _per_call_us(cpu_seconds: float, runs: list[Run]) -> float:
+    calls = sum(run.calls for run in runs)
+    return cpu_seconds / calls * 1e6 if calls else math.nan
+
+
+def _paired_baseline(context: Context, workers: Workers) -> Paired | None:
+    server = context.paired_servers.get(workers)
+    if server is None:
+        return None
+    return Paired(Load(server.port, EMPTY, b"", context.options.connections), server)
 
 
 def _steady(
@@ -125,18 +154,23 @@ def _steady(
         yield
         spent.append(server.usage() - before)
 
-    run, paired = _measure(context, load, frame_size, counted, _paired_baseline(context, server.workers))
-    context.results.lines.append(cache_line(case, server.workers, spent[1:], run.calls))  # not the warm-up's
-    return Row("", server.workers, run, paired)
+    measured = _measure(context, load, frame_size, counted, _paired_baseline(context, server.workers))
+    calls = measured.run.calls
+    line = cache_line(case, server.workers, spent[1:], calls, measured.baseline_cpu_us)  # not the warm-up's
+    context.results.lines.append(line)
+    return Row("", server.workers, measured.run, measured.baseline)
 
 
-def cache_line(case: str, workers: Workers, spent: list[Usage], calls: int) -> str:
+def cache_line(
+    case: str, workers: Workers, spent: list[Usage], calls: int, baseline_cpu_us: float = math.nan
+) -> str:
     """How often each cache answered during ``case``'s runs, and the workers' CPU a call over them.
 
     A key-state miss read the database; ``calls`` is the number of calls the runs completed.
     A warm case is warm only while the caches are fresh, i.e. the change feed keeps up under load.
     The CPU a call costs moves less from run to run than the ratio to the baseline does, which
-    makes it the figure to compare two versions of one case by.
+    makes it the figure to compare two versions of one case by; ``baseline_cpu_us``, what the
+    empty handler's workers spent a call over the paired runs, is the figure to compare it with.
     """
     parts = []
     for index, cache in enumerate(CACHES):
@@ -145,9 +179,12 @@ def cache_line(case: str, workers: Workers, spent: list[Usage], calls: int) -> s
         if hits + misses:
             parts.append(f"{cache} {hits / (hits + misses):.1%} of {hits + misses:.0f} ({misses:.0f} missed)")
     cpu = sum(usage.cpu_seconds for usage in spent) / calls * 1e6 if calls else math.nan
+    paired = (
+        "" if math.isnan(baseline_cpu_us) else f" (the empty handler's, paired: {baseline_cpu_us:.0f} µs)"
+    )
     return (
         f"'{case}', {workers} worker(s), cache hits: {'; '.join(parts) or 'no lookups'}; "
-        f"workers' CPU {cpu:.0f} µs a call"
+        f"workers' CPU {cpu:.0f} µs a call{paired}"
     )
 
 
@@ -156,9 +193,9 @@ def baseline(context: Context, workers: Workers) -> Run:
     results = context.results
     if workers not in results.baselines:
         context.say(f"{BASELINE}, {workers} worker(s)")
-        with empty_server(workers) as port:
-            frame_size = probe(f"127.0.0.1:{port}", EMPTY, b"", Answer.EMPTY)
-            run, _ = _measure(context, Load(port, EMPTY, b"", context.options.connections), frame_size)
+        with empty_server(workers) as empty:
+            frame_size = probe(f"127.0.0.1:{empty.port}", EMPTY, b"", Answer.EMPTY)
+            run = _measure(context, Load(empty.port, EMPTY, b"", context.options.connections), frame_size).run
         results.baselines[workers] = run
         results.rows.append(Row(BASELINE, workers, run, run))
     return results.baselines[workers]
@@ -211,17 +248,18 @@ def check_serial(context: Context, server: IdentityProcess, tenant: Tenant) -> N
     its p99 is what one call costs, tail included. Before each run of a case, the empty handler
     gets the same load.
     """
-    baseline_load = Load(context.baseline_ports[server.workers], EMPTY, b"", connections=1)
+    empty = context.paired_servers[server.workers]
+    baseline = Paired(Load(empty.port, EMPTY, b"", connections=1), empty)
     rows = []
     for case, credential in ((CHECK_JWT, tenant.token), (CHECK_KEY, tenant.key)):
         context.say(f"{case}, one call at a time")
         request = check_request(credential)
         frame_size = probe(server.address, CHECK, request, Answer.ALLOWED)
         load = Load(server.port, CHECK, request, connections=1)
-        run, paired = _measure(context, load, frame_size, paired=baseline_load)
-        if paired is None:
+        measured = _measure(context, load, frame_size, paired=baseline)
+        if measured.baseline is None:
             raise BenchError("the baseline did not run beside the case")
-        rows.append(serial_row(case, server.workers, run, paired))
+        rows.append(serial_row(case, server.workers, measured.run, measured.baseline))
     context.results.tables.append(
         (
             "One call at a time (1 connection; each run after the empty handler's alike)",
@@ -266,8 +304,8 @@ def check_during_flood(context: Context, server: IdentityProcess, tenant: Tenant
 
     frame_size = probe(server.address, CHECK, check_request(tenant.key), Answer.ALLOWED)
     load = Load(server.port, CHECK, check_request(tenant.key), options.connections)
-    run, paired = _measure(context, load, frame_size, flooding, _paired_baseline(context, server.workers))
-    _record(context, CHECK_FLOOD, Row("", server.workers, run, paired))
+    checked = _measure(context, load, frame_size, flooding, _paired_baseline(context, server.workers))
+    _record(context, CHECK_FLOOD, Row("", server.workers, checked.run, checked.baseline))
     measured = floods[1:]  # not the warm-up's
     seconds = sum(t.seconds for t in measured)
     done = sum(t.done for t in measured)
