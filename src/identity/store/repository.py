@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -25,6 +25,7 @@ from identity.domain.model import (
     PrincipalState,
     ResourceRef,
 )
+from identity.store.bulk import append_rows
 from identity.store.database import note_change
 from identity.store.lookups import change_log_head
 from identity.store.models import (
@@ -322,9 +323,8 @@ class Repository:
         self.add_audit_events([event])
 
     def add_audit_events(self, events: list[AuditEvent]) -> None:
-        """Insert audit events in one batched statement (Core, not the ORM: a third cheaper)."""
-        if events:
-            self.session.execute(insert(_AUDIT_TABLE), [_audit_row(e) for e in events])
+        """Insert audit events in bulk (Core, not the ORM: a third cheaper; COPY on PostgreSQL)."""
+        append_rows(self.session.connection(), _AUDIT_TABLE, [_audit_row(e) for e in events])
 
     def list_audit_events(self, where: AuditFilter, before_id: str | None, limit: int) -> list[AuditEvent]:
         """Audit events newest first (ids are time-ordered), before ``before_id``."""
