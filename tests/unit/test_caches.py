@@ -3,6 +3,8 @@ remembered allows, fingerprints and throttles."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Hashable
 from dataclasses import replace
@@ -60,11 +62,41 @@ def test_bounded_cache_evicts_the_least_recently_used_and_the_expired() -> None:
     assert cache.get("a") == 1  # a is now the most recent
     cache.put("c", 3)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    assert cache.get_beside_writers("a") == 1  # the lookup without the owner's lock is a use too
     cache.put("d", 4, deadline=time.monotonic() - 1)
-    assert cache.get("d") is None and len(cache) == 1 and cache.get("c") == 3  # d pushed a out, then expired
+    assert cache.get("d") is None and len(cache) == 1 and cache.get("a") == 1  # d pushed c out, then expired
     disabled: BoundedCache[str, int] = BoundedCache(0)
     disabled.put("a", 1)
     assert disabled.get("a") is None
+
+
+def test_a_lookup_beside_writers_never_fails_nor_finds_a_wrong_value_while_others_evict() -> None:
+    busy: BoundedCache[str, int] = BoundedCache(8)
+    keys = [str(n) for n in range(32)]
+    found: list[tuple[str, int]] = []
+    writing = threading.Event()
+
+    def write() -> None:
+        writing.set()
+        for _ in range(2_000):
+            for key in keys:
+                busy.put(key, int(key))  # every put past the eighth evicts
+
+    writer = threading.Thread(target=write)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, mid-lookup included
+    try:
+        writer.start()
+        writing.wait()
+        while writer.is_alive():
+            for key in keys:
+                value = busy.get_beside_writers(key)
+                if value is not None:
+                    found.append((key, value))
+    finally:
+        writer.join()
+        sys.setswitchinterval(interval)
+    assert found and all(value == int(key) for key, value in found)
 
 
 def test_key_state_cache_drops_a_fill_that_raced_an_invalidation() -> None:

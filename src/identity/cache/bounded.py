@@ -1,7 +1,8 @@
 """A bounded least-recently-used map whose entries may carry a deadline.
 
 Not thread-safe on its own: each owner guards it with the lock that also guards the owner's
-other state, so one acquisition covers a whole lookup.
+other state, so one acquisition covers a whole lookup. The one exception, for the lookup a warm
+Check makes on every call, is :meth:`BoundedCache.get_beside_writers`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,21 @@ class BoundedCache(Generic[K, V]):
             self.pop(key)
             return None
         self._entries.move_to_end(key)
+        return value
+
+    def get_beside_writers(self, key: K) -> V | None:
+        """What :meth:`get` returns for a key put without a deadline, safe without the owner's lock.
+
+        Each of its two steps is one call into the ordered dictionary's C code, which keeps the
+        map whole whatever other threads do between them; a key that another thread evicts
+        between the two steps is still returned, and not moved.
+        """
+        value = self._entries.get(key)
+        if value is not None:
+            try:  # noqa: SIM105 - contextlib.suppress would cost a with-statement on every hit
+                self._entries.move_to_end(key)
+            except KeyError:
+                pass
         return value
 
     def put(self, key: K, value: V, deadline: float | None = None) -> None:

@@ -16,27 +16,29 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class _Local(threading.local, Generic[T]):
+    # threading.local runs __init__ again, with these same arguments, in each thread on its
+    # first use: so the thread's tally is made there, and reading it later is one lookup.
+    def __init__(self, make: Callable[[], T], tallies: list[T], joining: threading.Lock) -> None:
+        self.tally = make()
+        with joining:
+            tallies.append(self.tally)
+
+
 class PerThread(Generic[T]):
     """One tally per thread, made by ``make`` on the thread's first use."""
 
-    __slots__ = ("_joining", "_local", "_make", "_tallies")
+    __slots__ = ("_joining", "_local", "_tallies")
 
     def __init__(self, make: Callable[[], T]) -> None:
         """Make each thread's tally with ``make``."""
-        self._make = make
-        self._local = threading.local()
         self._tallies: list[T] = []
         self._joining = threading.Lock()  # taken once per thread, on its first use
+        self._local = _Local(make, self._tallies, self._joining)
 
     def mine(self) -> T:
         """The calling thread's tally: only that thread writes it."""
-        try:
-            tally: T = self._local.tally
-        except AttributeError:
-            tally = self._local.tally = self._make()
-            with self._joining:
-                self._tallies.append(tally)
-        return tally
+        return self._local.tally
 
     def every(self) -> list[T]:
         """Every thread's tally so far (a thread that ended keeps its counts)."""

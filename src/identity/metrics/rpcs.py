@@ -16,6 +16,7 @@ from identity.metrics.perthread import PerThread
 
 # Upper bounds in seconds: a warm Check takes tens of microseconds, a cold one an argon2id hash.
 LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_FIRST_BUCKET = 2  # a tally row holds calls, seconds, then the calls in each bucket
 
 
 @dataclass
@@ -45,31 +46,27 @@ class RpcTally:
 
     def __init__(self) -> None:
         """Count nothing yet; latencies go into buckets by :data:`LATENCY_BOUNDS`."""
-        self._threads = PerThread(RpcTotals)
+        # Each thread's rows: (method, code) -> [calls, seconds, calls in each latency bucket...].
+        # A call touches one row, found by one lookup: a warm Check is counted on every call.
+        self._threads: PerThread[dict[tuple[str, str], list[float]]] = PerThread(dict)
 
     def record(self, method: str, code: str, seconds: float) -> None:
         """Count one call of ``method`` that ended with status ``code`` after ``seconds``."""
-        mine = self._threads.mine()
-        calls = mine.calls
-        key = (method, code)
-        calls[key] = calls.get(key, 0) + 1
-        buckets = mine.buckets.get(method)
-        if buckets is None:
-            buckets = mine.buckets[method] = [0] * (len(LATENCY_BOUNDS) + 1)
-        buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
-        mine.seconds[method] = mine.seconds.get(method, 0.0) + seconds
+        rows = self._threads.mine()
+        row = rows.get((method, code))
+        if row is None:
+            row = rows[(method, code)] = [0] * (_FIRST_BUCKET + len(LATENCY_BOUNDS) + 1)
+        row[0] += 1
+        row[1] += seconds
+        row[_FIRST_BUCKET + bisect_left(LATENCY_BOUNDS, seconds)] += 1
 
     def totals(self) -> RpcTotals:
         """The sum over every thread so far."""
         summed = RpcTotals()
-        for totals in self._threads.every():
-            # Each copy is made by C code that no thread switch interrupts, so none is torn
-            # mid-update (the three may differ by a call that ends meanwhile).
-            summed.add(
-                RpcTotals(
-                    dict(totals.calls),
-                    {method: list(b) for method, b in list(totals.buckets.items())},
-                    dict(totals.seconds),
-                )
-            )
+        for rows in self._threads.every():
+            # Each row is copied by C code that no thread switch interrupts, so none is torn
+            # mid-update (rows may differ by a call that ends meanwhile).
+            for (method, code), row in [(key, list(row)) for key, row in list(rows.items())]:
+                buckets = [int(calls) for calls in row[_FIRST_BUCKET:]]
+                summed.add(RpcTotals({(method, code): int(row[0])}, {method: buckets}, {method: row[1]}))
         return summed
