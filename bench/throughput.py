@@ -92,11 +92,15 @@ class Paired:
 
 @dataclass(frozen=True)
 class Measured:
-    """A case's median run; with a paired baseline, its median run and its workers' CPU a call (µs)."""
+    """A case's median run; with a paired baseline, its median run and its workers' CPU a call (µs).
+
+    ``p99_over_baseline_ms``: each measured run's p99 minus that of the baseline run just before it.
+    """
 
     run: Run
     baseline: Run | None = None
     baseline_cpu_us: float = math.nan
+    p99_over_baseline_ms: tuple[float, ...] = ()
 
 
 def _measure(
@@ -126,7 +130,12 @@ def _measure(
             runs.append(judge(totals, frame_size))
     if not baselines:
         return Measured(median_run(runs))
-    return Measured(median_run(runs), median_run(baselines), _per_call_us(baseline_cpu, baselines))
+    differences = tuple(
+        run.p99_ms - paired_run.p99_ms for run, paired_run in zip(runs, baselines, strict=True)
+    )
+    return Measured(
+        median_run(runs), median_run(baselines), _per_call_us(baseline_cpu, baselines), differences
+    )
 
 
 def _per_call_us(cpu_seconds: float, runs: list[Run]) -> float:
@@ -158,7 +167,20 @@ def _steady(
     calls = measured.run.calls
     line = cache_line(case, server.workers, spent[1:], calls, measured.baseline_cpu_us)  # not the warm-up's
     context.results.lines.append(line)
+    if measured.p99_over_baseline_ms:
+        context.results.lines.append(p99_line(case, server.workers, measured.p99_over_baseline_ms))
     return Row("", server.workers, measured.run, measured.baseline)
+
+
+def p99_line(case: str, workers: Workers, differences_ms: tuple[float, ...]) -> str:
+    """Each run's p99 over its paired baseline run's, and their median.
+
+    At full speed the p99 swings by a millisecond or more from run to run (bench/RESULTS.md);
+    the table's figure is the difference of two medians, and this line shows the spread behind it.
+    """
+    runs = ", ".join(f"{difference:+.2f}" for difference in differences_ms)
+    median = statistics.median(differences_ms)
+    return f"'{case}', {workers} worker(s), p99 minus the paired baseline run's, run by run: {runs} ms (median {median:+.2f})"
 
 
 def cache_line(
