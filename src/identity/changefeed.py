@@ -102,8 +102,12 @@ class ChangeFeed:
             self._start_following()
         while True:
             started = time.monotonic()
-            with self._db.read_once() as connection:
-                changes = changes_after(connection, self.cursor, BATCH)
+            # Asked first and cheaply, as nearly every poll finds nothing new (see identity.store.head).
+            if self._db.change_log_head() <= self.cursor:
+                changes = []
+            else:
+                with self._db.read_once() as connection:
+                    changes = changes_after(connection, self.cursor, BATCH)
             caught_up = len(changes) < BATCH
             # Trust the cache as of this read only when it saw the end of the log.
             self._cache.apply(changes, started if caught_up else None)

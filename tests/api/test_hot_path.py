@@ -308,7 +308,7 @@ def test_a_stale_cache_fails_closed_then_recovers(tenant: Tenant, monkeypatch: p
     def database_down(self: Database) -> Any:
         raise unavailable()
 
-    for opening in ("read", "read_once", "write"):
+    for opening in ("read", "read_once", "write", "change_log_head"):
         monkeypatch.setattr(Database, opening, database_down)
     time.sleep(POLL_SECONDS * 2)  # the feed's next catch-up fails: the cache stops answering
     expect_error(lambda: tenant.check(created.api_key), grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")

@@ -11,7 +11,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from identity.blocking import may_block
 from identity.domain.errors import unavailable
+from identity.store.head import HeadProbe
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ POSTGRES_CONNECT_DEFAULTS = {
 }
 # Marks the engine of single-statement reads, which SQLite runs without a BEGIN.
 _SINGLE_READ = "identity_single_read"
-# SELECT 1 never reads a SQLite file: reading its schema proves the file can be read now.
-_PING = {"sqlite": "SELECT count(*) FROM sqlite_master"}
 
 
 def note_change(session: Session) -> None:
@@ -121,6 +120,10 @@ class Database:
         # for its turn as long as for SQLite's lock: against a lock another process holds, up to
         # twice the busy timeout in all.)
         self._write_turn = threading.Lock() if self.is_sqlite else None
+        # Two connections outside the pool, each for one read made all the time (see
+        # identity.store.head): the change feed's, five times a second, and the health monitor's.
+        self._head = HeadProbe(self.engine)
+        self._health = HeadProbe(self.engine)
 
     def after_change(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after every commit that appended to the change log, before ``write()`` returns.
@@ -141,6 +144,11 @@ class Database:
         """A connection for one read statement, outside any transaction (see :mod:`identity.store.lookups`)."""
         with self._guard(), self._single_reads.connect() as connection:
             yield connection
+
+    def change_log_head(self) -> int:
+        """The change log's newest cursor (0 when empty), read the cheapest way (see :mod:`identity.store.head`)."""
+        with self._guard():
+            return self._head.head()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -172,17 +180,16 @@ class Database:
             yield
         except IntegrityError:
             raise
-        except (DBAPIError, PoolTimeoutError) as exc:
+        except (DBAPIError, PoolTimeoutError, self._head.driver_error) as exc:
             log.warning("database failure: %s", type(exc).__name__)
             raise unavailable() from exc
 
     def ping(self) -> bool:
         """Whether the database can be read now."""
         try:
-            with self.engine.connect() as connection:
-                connection.execute(text(_PING.get(self.engine.dialect.name, "SELECT 1")))
+            self._health.head()  # a read of a table, not SELECT 1: that never reads a SQLite file
             return True
-        except (DBAPIError, PoolTimeoutError):
+        except (DBAPIError, PoolTimeoutError, self._health.driver_error):
             return False
 
     def migrate(self) -> None:
@@ -194,5 +201,7 @@ class Database:
             command.upgrade(config, "head")
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every connection: the pooled ones and the probes'."""
+        self._head.close()
+        self._health.close()
         self.engine.dispose()

@@ -47,7 +47,7 @@ _CHANGES_AFTER = (
     .order_by(_CHANGES.c.cursor)
     .limit(bindparam("limit"))
 )
-_HEAD = select(func.max(_CHANGES.c.cursor))
+CHANGE_LOG_HEAD = select(func.max(_CHANGES.c.cursor))  # the newest cursor, None when the log is empty
 
 
 def credential_by_lookup(
@@ -73,7 +73,7 @@ def changes_after(connection: Connection, cursor: int, limit: int) -> list[Chang
 
 def change_log_head(connection: Connection) -> int:
     """The newest cursor of the change log (0 when it is empty)."""
-    return int(connection.execute(_HEAD).scalar() or 0)
+    return int(connection.execute(CHANGE_LOG_HEAD).scalar() or 0)
 
 
 def _columns(row: RowMapping, table: Table) -> Any:
